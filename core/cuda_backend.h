@@ -1,0 +1,22 @@
+// The narrow device interface the rest of core/ uses: allocate, release, copy, zero, synchronise.
+// Implemented in cuda_backend.cu when the CUDA backend is compiled, and by cuda_backend_none.cpp
+// (which reports "built without CUDA") otherwise.
+#pragma once
+
+#include <cstddef>
+
+namespace tstl::cuda {
+
+bool compiled();
+int device_count();  // 0 when not compiled or no device is present
+// Memory from the caching allocator: freed blocks are kept per size and reused, so steady-state
+// training makes no cudaMalloc/cudaFree calls.
+void* allocate(size_t bytes);
+void release(void* ptr, size_t bytes);
+size_t cached_bytes();  // held by the cache, not in use
+void empty_cache();
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
+void memset_zero(void* ptr, size_t bytes);
+void synchronize();
+
+}  // namespace tstl::cuda

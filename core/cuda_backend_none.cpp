@@ -1,0 +1,25 @@
+// The device interface of a binary built without the CUDA backend.
+#ifndef TSTL_WITH_CUDA
+#include "core/cuda_backend.h"
+#include "core/error.h"
+
+namespace tstl::cuda {
+
+namespace {
+[[noreturn]] void unavailable() {
+  TSTL_FAIL("this tstl was built without the CUDA backend (configure with -DTSTL_CUDA=ON where nvcc exists)");
+}
+}  // namespace
+
+bool compiled() { return false; }
+int device_count() { return 0; }
+void* allocate(size_t) { unavailable(); }
+void release(void*, size_t) {}
+size_t cached_bytes() { return 0; }
+void empty_cache() {}
+void copy(void*, bool, const void*, bool, size_t) { unavailable(); }
+void memset_zero(void*, size_t) { unavailable(); }
+void synchronize() {}
+
+}  // namespace tstl::cuda
+#endif

@@ -1,0 +1,175 @@
+// CPU kernels of the elementwise, reduction, layout and random-fill ops (OpenMP over elements).
+#include <cstring>
+
+#include "core/elementwise.h"
+#include "core/kernels.h"
+
+namespace tstl::kernels {
+
+void cuda_not_compiled(const char* kernel) {
+  TSTL_FAIL("kernel ", kernel, " was given a CUDA tensor, but this tstl was built without the CUDA backend");
+}
+
+void binary_cpu(Binary op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const int64_t n = a.numel(), row = b.numel();  // row == n when shapes match
+  visit_float(a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) po[i] = binary_apply(op, pa[i], pb[row == n ? i : i % row]);
+  });
+}
+
+void sum_rows_cpu(const Tensor& x, Tensor& out) {
+  const int64_t cols = out.numel(), rows = x.numel() / cols;
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (cols * rows > 32768)
+    for (int64_t c = 0; c < cols; ++c) {
+      double acc = 0;
+      for (int64_t r = 0; r < rows; ++r) acc += px[r * cols + c];
+      po[c] = static_cast<T>(acc);
+    }
+  });
+}
+
+void scale_cpu(const Tensor& x, double s, Tensor& out) {
+  const int64_t n = x.numel();
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) po[i] = static_cast<T>(px[i] * s);
+  });
+}
+
+void gelu_forward_cpu(const Tensor& x, Tensor& y) {
+  const int64_t n = x.numel();
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i) py[i] = gelu_value(px[i]);
+  });
+}
+
+void gelu_backward_cpu(const Tensor& x, const Tensor& dy, Tensor& dx) {
+  const int64_t n = x.numel();
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    const T* pdy = dy.data<T>();
+    T* pdx = dx.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * gelu_derivative(px[i]);
+  });
+}
+
+void sum_all_cpu(const Tensor& x, Tensor& out) {
+  const int64_t n = x.numel();
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    double acc = 0;
+    // A fixed static partition and reduction order keep the result independent of timing.
+#pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) acc += px[i];
+    out.data<T>()[0] = static_cast<T>(acc);
+  });
+}
+
+void broadcast_scalar_cpu(const Tensor& s, double factor, Tensor& out) {
+  visit_float(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T v = static_cast<T>(s.data<T>()[0] * factor);
+    std::fill_n(out.data<T>(), out.numel(), v);
+  });
+}
+
+void permute_cpu(const Tensor& x, const std::vector<int64_t>& dims, Tensor& out) {
+  const int64_t rank = x.dim(), n = x.numel();
+  // in_stride_of_out[i]: how far one step along output dim i moves in the input.
+  std::vector<int64_t> in_strides(static_cast<size_t>(rank), 1), step(static_cast<size_t>(rank));
+  for (int64_t i = rank - 2; i >= 0; --i) in_strides[i] = in_strides[i + 1] * x.shape()[i + 1];
+  for (int64_t i = 0; i < rank; ++i) step[i] = in_strides[dims[i]];
+  const Shape& os = out.shape();
+  const size_t elem = dtype_size(x.dtype());
+  const char* px = static_cast<const char*>(x.raw());
+  char* po = static_cast<char*>(out.raw());
+  const int64_t inner = rank ? os[rank - 1] : 1, outer = rank ? n / std::max<int64_t>(inner, 1) : 1;
+#pragma omp parallel for schedule(static) if (n > 32768)
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t rem = o, src = 0;
+    for (int64_t i = rank - 2; i >= 0; --i) {
+      src += (rem % os[i]) * step[i];
+      rem /= os[i];
+    }
+    const int64_t inner_step = rank ? step[rank - 1] : 0;
+    for (int64_t j = 0; j < inner; ++j)
+      std::memcpy(po + (o * inner + j) * elem, px + (src + j * inner_step) * elem, elem);
+  }
+}
+
+void narrow_cpu(const Tensor& x, int64_t dim, int64_t start, Tensor& slice, bool backward) {
+  const Shape& s = x.shape();
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < dim; ++i) outer *= s[i];
+  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= s[i];
+  const int64_t full = s[dim], part = slice.size(dim);
+  const size_t elem = dtype_size(x.dtype()), chunk = static_cast<size_t>(part * inner) * elem;
+  char* px = static_cast<char*>(x.raw());
+  char* ps = static_cast<char*>(slice.raw());
+  if (backward) std::memset(px, 0, x.nbytes());
+#pragma omp parallel for schedule(static) if (outer * part * inner > 32768)
+  for (int64_t o = 0; o < outer; ++o) {
+    char* xo = px + static_cast<size_t>((o * full + start) * inner) * elem;
+    char* so = ps + static_cast<size_t>(o) * chunk;
+    if (backward) {
+      std::memcpy(xo, so, chunk);
+    } else {
+      std::memcpy(so, xo, chunk);
+    }
+  }
+}
+
+void dropout_cpu(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y) {
+  const int64_t n = x.numel();
+  const double keep_scale = 1.0 / (1.0 - p);
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i)
+      py[i] = dropout_keep(seed, offset + static_cast<uint64_t>(i), p) ? static_cast<T>(px[i] * keep_scale) : T(0);
+  });
+}
+
+void normal_fill_cpu(Tensor& t, uint64_t seed, uint64_t offset, double mean, double std) {
+  const int64_t n = t.numel();
+  visit_float(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(mean + std * normal_at(seed, offset + static_cast<uint64_t>(i)));
+  });
+}
+
+void uniform_fill_cpu(Tensor& t, uint64_t seed, uint64_t offset, double low, double high) {
+  const int64_t n = t.numel();
+  visit_float(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = static_cast<T>(low + (high - low) * uniform_at(seed, offset + static_cast<uint64_t>(i)));
+  });
+}
+
+}  // namespace tstl::kernels

@@ -1,0 +1,52 @@
+// The generic differentiable ops. Each is a free function: it checks shapes, computes the result
+// on the inputs' device (CPU: f32 or f64; CUDA: f32, and bf16 where stated) and records an
+// autograd node when an input requires grad. Gradient contract of every backward: input
+// gradients are returned freshly written; the engine sums them where a tensor is used twice.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tstl {
+
+// (..., M, K) x (..., K, N) -> (..., M, N), either operand optionally transposed in its last two
+// dims. b may be 2-D (a weight shared by every batch entry) or have a's batch dims exactly.
+// CPU: one BLAS gemm per batch entry (a single gemm when b is 2-D). CUDA: cuBLAS(Lt), f32 or
+// bf16 inputs with fp32 accumulation.
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+
+// Elementwise with broadcasting of a row vector: b has a's shape, or is 1-D of a's last size.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, double s);
+// GELU in its exact form x * Phi(x) = x/2 (1 + erf(x / sqrt 2)).
+Tensor gelu(const Tensor& x);
+
+// weight (V, C), ids (any shape, i32 or i64) -> (ids.shape..., C); backward scatter-adds into
+// dweight. Ids outside [0, V) are an error.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+
+Tensor sum(const Tensor& x);   // -> scalar (shape {})
+Tensor mean(const Tensor& x);  // -> scalar
+
+// out.shape[i] = x.shape[dims[i]]; a copy, not a view.
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+// Slices [start, start+length) of dimension `dim`; a copy whose backward pads with zeros.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+
+// Mean over non-ignored rows of -log softmax(logits)[target]. logits (..., V) f32/f64,
+// targets (...) i32/i64. Forward keeps per-row log-sum-exp (fp32 or better accumulation);
+// backward writes softmax - onehot row by row, never materialising probabilities elsewhere.
+// Rows whose target equals ignore_index contribute nothing. All rows ignored gives loss 0.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -1);
+// Per-row negative log-likelihood (no grad), shape of targets, 0 where ignored: for evaluation.
+Tensor cross_entropy_rows(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -1);
+
+// Inverted dropout: zeroes each element with probability p, scales the rest by 1/(1-p). The mask
+// of element i is a function of (seed, offset + i) alone, identical on CPU and CUDA.
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+
+}  // namespace tstl

@@ -1,0 +1,14 @@
+// The subcommands of the `tstl` binary. Each takes the arguments after its name and returns the
+// process exit code; errors are thrown as tstl::Error and reported by main().
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tstl {
+
+using Args = std::vector<std::string>;
+
+int command_version(const Args& args);
+
+}  // namespace tstl

@@ -1,0 +1,49 @@
+// tstl: train short, test long. The command-line entry point: dispatches to a subcommand and
+// turns every error into a message on stderr and a non-zero exit.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "train/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const tstl::Args&);
+};
+
+const Command kCommands[] = {
+    {"version", "print the version and the backends this binary was built with", tstl::command_version},
+};
+
+void print_usage(FILE* out) {
+  std::fprintf(out, "usage: tstl COMMAND [options]   (tstl COMMAND --help for its options)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    print_usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  for (const Command& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(tstl::Args(argv + 2, argv + argc));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tstl %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "tstl: unknown command '%s'\n\n", name.c_str());
+  print_usage(stderr);
+  return 2;
+}
