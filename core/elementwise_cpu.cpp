@@ -125,7 +125,6 @@ void narrow_cpu(const Tensor& x, int64_t dim, int64_t start, Tensor& slice, bool
   const size_t elem = dtype_size(x.dtype()), chunk = static_cast<size_t>(part * inner) * elem;
   char* px = static_cast<char*>(x.raw());
   char* ps = static_cast<char*>(slice.raw());
-  if (backward) std::memset(px, 0, x.nbytes());
 #pragma omp parallel for schedule(static) if (outer * part * inner > 32768)
   for (int64_t o = 0; o < outer; ++o) {
     char* xo = px + static_cast<size_t>((o * full + start) * inner) * elem;

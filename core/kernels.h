@@ -38,8 +38,9 @@ TSTL_DECLARE_KERNEL(void, sum_all, const Tensor& x, Tensor& out)
 // out = value of the one-element tensor s times `factor`, everywhere: backward of sum and mean.
 TSTL_DECLARE_KERNEL(void, broadcast_scalar, const Tensor& s, double factor, Tensor& out)
 TSTL_DECLARE_KERNEL(void, permute, const Tensor& x, const std::vector<int64_t>& dims, Tensor& out)
-// Copies between x and its slice [start, start + out.size(dim)) of dimension dim. backward=false:
-// slice = x[...]; backward=true: x (zeroed first) receives the slice at that place.
+// Copies between x and its slice [start, start + slice.size(dim)) of dimension dim.
+// backward=false: slice = x[...]; backward=true: the slice is written into x at that place and
+// the rest of x is left untouched (callers zero it first where needed).
 TSTL_DECLARE_KERNEL(void, narrow, const Tensor& x, int64_t dim, int64_t start, Tensor& slice, bool backward)
 TSTL_DECLARE_KERNEL(void, embedding_forward, const Tensor& weight, const Tensor& ids, Tensor& out)
 // dweight += scatter of dout rows by ids (accumulates).

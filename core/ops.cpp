@@ -254,10 +254,48 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   if (needs_grad({&x})) {
     const Shape in_shape = x.shape();
     record(out, "narrow", {x}, [in_shape, d, start](const Tensor& g) {
-      Tensor dx = Tensor::empty(in_shape, g.dtype(), g.device());
+      Tensor dx = Tensor::zeros(in_shape, g.dtype(), g.device());
       Tensor gs = g;
       TSTL_ON_DEVICE(g, narrow, dx, d, start, gs, true);
       return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
+  TSTL_CHECK(!parts.empty(), "concat: no tensors");
+  const Tensor& first = parts[0];
+  const int64_t d = dim < 0 ? dim + first.dim() : dim;
+  TSTL_CHECK(d >= 0 && d < first.dim(), "concat: dim ", dim, " out of range for ", shape_str(first.shape()));
+  Shape out_shape = first.shape();
+  out_shape[d] = 0;
+  for (const Tensor& p : parts) {
+    check_same_device(first, p, "concat");
+    check_same_dtype(first, p, "concat");
+    Shape expect = first.shape();
+    expect[d] = p.shape()[d];
+    check_shape(p, expect, "concat", "a part");
+    out_shape[d] += p.shape()[d];
+  }
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+  std::vector<int64_t> starts;
+  int64_t start = 0;
+  for (const Tensor& p : parts) {
+    Tensor slice = p;
+    TSTL_ON_DEVICE(out, narrow, out, d, start, slice, true);
+    starts.push_back(start);
+    start += p.shape()[d];
+  }
+  bool any = false;
+  for (const Tensor& p : parts) any = any || (p.defined() && p.requires_grad());
+  if (any && grad_mode_enabled()) {
+    std::vector<int64_t> lengths;
+    for (const Tensor& p : parts) lengths.push_back(p.shape()[d]);
+    record(out, "concat", parts, [starts, lengths, d](const Tensor& g) {
+      std::vector<Tensor> grads;
+      for (size_t i = 0; i < starts.size(); ++i) grads.push_back(narrow(g, d, starts[i], lengths[i]));
+      return grads;
     });
   }
   return out;

@@ -36,6 +36,8 @@ Tensor mean(const Tensor& x);  // -> scalar
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
 // Slices [start, start+length) of dimension `dim`; a copy whose backward pads with zeros.
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+// Joins tensors of equal shape but for dimension `dim` (KV caches, batching); backward narrows.
+Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 
 // Mean over non-ignored rows of -log softmax(logits)[target]. logits (..., V) f32/f64,
 // targets (...) i32/i64. Forward keeps per-row log-sum-exp (fp32 or better accumulation);

@@ -57,6 +57,8 @@ std::vector<OpCase> op_table() {
        [](const std::vector<Tensor>& in) { return permute(in[0], {2, 0, 3, 1}); }},
       {"narrow", [] { return std::vector<Tensor>{random_input({3, 5, 7}, 1)}; },
        [](const std::vector<Tensor>& in) { return narrow(in[0], 1, 1, 3); }},
+      {"concat", [] { return std::vector<Tensor>{random_input({3, 2, 7}, 1), random_input({3, 5, 7}, 2)}; },
+       [](const std::vector<Tensor>& in) { return concat({in[0], in[1], in[0]}, 1); }},
       {"reshape", [] { return std::vector<Tensor>{random_input({3, 5, 7}, 1)}; },
        [](const std::vector<Tensor>& in) { return mul(in[0].reshape({15, 7}), in[0].reshape({15, 7})); }},
       {"embedding", [] { return std::vector<Tensor>{random_input({11, 5}, 1)}; },

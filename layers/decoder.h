@@ -1,0 +1,96 @@
+// The decoder language model: token embedding, N pre-LN transformer blocks (parallel residual as
+// in GPT-NeoX by default, sequential as an option), a final norm and an untied LM head. The
+// attention variant is a prologue in front of the shared flash kernel (design.md):
+//   rope         q, k rotated (RoPE), scale 1/sqrt(d)
+//   alibi        no rotation, per-head linear bias -m_h (i - j), scale 1/sqrt(d)
+//   keynorm      k L2-normalised, q and k rotated, scale 1
+//   coca         Q~ = q * R q, K~ = R [relu(avg halves of T)] duplicated, scale 1/sqrt(d)
+//   coca-strict  the rank-d strict CoCA form, scale 1/sqrt(d)
+// Parameter names and layouts follow Hugging Face GPT-NeoX (docs/model.md); for CoCA the key slot
+// of the fused QKV projection holds T.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+#include "layers/alibi.h"
+#include "layers/rope.h"
+
+namespace tstl {
+
+enum class Variant { Rope, Alibi, KeyNorm, Coca, CocaStrict };
+Variant parse_variant(const std::string& name);  // throws naming the valid choices
+const char* variant_name(Variant v);
+bool variant_uses_rope(Variant v);  // every variant but alibi
+
+struct ModelConfig {
+  Variant variant = Variant::Rope;
+  int64_t layers = 2, hidden = 64, heads = 4, ffn = 256, vocab_size = 259, train_len = 128;
+  double rope_base = 10000;
+  bool rmsnorm = false;  // else LayerNorm
+  double norm_eps = 1e-5;
+  bool parallel_residual = true;
+  bool bias = true;
+  double init_std = 0.02;
+  bool logn = false;  // log-n query scaling trained in (attention-variants.md section 5)
+
+  int64_t head_dim() const { return hidden / heads; }
+  void validate() const;  // throws naming the offending key
+};
+
+// Per-layer cache of the prologue's keys (rotated k, normalised k, or K~) and the values, each
+// (B, H, M, d), for incremental decoding. position() is the number of cached positions.
+struct KVCache {
+  std::vector<Tensor> keys, values;
+  int64_t position() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  void clear() {
+    keys.clear();
+    values.clear();
+  }
+};
+
+// Inference-time settings; the defaults reproduce training.
+struct ForwardOptions {
+  RopeOptions rope;          // base is taken from the model config; scaling from here
+  AlibiOptions alibi;
+  bool logn_inference = false;  // apply max(1, log(p+1)/log(L_train)) on a model not trained with log-n
+  int64_t total_len = 0;     // the length dynamic methods scale for (0: past + current tokens)
+  KVCache* cache = nullptr;  // when set, keys/values are appended and attention covers them all
+};
+
+class Decoder {
+ public:
+  explicit Decoder(const ModelConfig& config);
+  // Weights N(0, init_std) from Philox(seed) in parameter order, biases 0, norm gains 1.
+  void initialize(uint64_t seed);
+
+  // ids (B, N) i32 -> logits (B, N, V).
+  Tensor forward(const Tensor& ids, const ForwardOptions& options = {}) const;
+  // Mean next-token cross-entropy of logits(inputs) against targets (B, N), ignoring ignore_index.
+  Tensor loss(const Tensor& inputs, const Tensor& targets, int64_t ignore_index = -1) const;
+
+  const ModelConfig& config() const { return config_; }
+  // In a fixed order (the order of initialisation and of checkpoints).
+  const std::vector<std::pair<std::string, Tensor>>& named_parameters() const { return params_; }
+  Tensor parameter(const std::string& name) const;  // throws naming the missing parameter
+  int64_t parameter_count(bool include_embeddings = true) const;
+  void zero_grad();
+
+ private:
+  Tensor& add_parameter(const std::string& name, const Shape& shape);
+  Tensor attention(int64_t layer, const Tensor& h, const ForwardOptions& options, int64_t past) const;
+  Tensor norm(const std::string& prefix, const Tensor& x) const;
+
+  ModelConfig config_;
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::map<std::string, size_t> index_;
+};
+
+// Parameter shapes and counts without allocating (for `tstl info` on the 1.3B config).
+std::vector<std::pair<std::string, Shape>> parameter_shapes(const ModelConfig& config);
+
+}  // namespace tstl
