@@ -64,7 +64,8 @@ struct ForwardOptions {
 
 class Decoder {
  public:
-  explicit Decoder(const ModelConfig& config);
+  // Parameters in `dtype` (f32 for training; f64 for gradient checks) on the CPU.
+  explicit Decoder(const ModelConfig& config, DType dtype = DType::F32);
   // Weights N(0, init_std) from Philox(seed) in parameter order, biases 0, norm gains 1.
   void initialize(uint64_t seed);
 
@@ -86,6 +87,7 @@ class Decoder {
   Tensor norm(const std::string& prefix, const Tensor& x) const;
 
   ModelConfig config_;
+  DType dtype_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::map<std::string, size_t> index_;
 };
