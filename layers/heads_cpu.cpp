@@ -56,19 +56,20 @@ void check_cpu(const Tensor& t, const char* op) {
 Tensor split_heads(const Tensor& qkv, int64_t heads, int which) {
   check_cpu(qkv, "split_heads");
   TSTL_CHECK(qkv.dim() == 3, "split_heads: qkv must be (B, N, 3*H*d), got ", shape_str(qkv.shape()));
-  TSTL_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, "split_heads: width ", qkv.size(2),
-             " of qkv ", shape_str(qkv.shape()), " is not 3 * heads (", heads, ") * head_dim");
+  TSTL_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, "split_heads: width ", qkv.size(2), " of qkv ",
+             shape_str(qkv.shape()), " is not 3 * heads (", heads, ") * head_dim");
   TSTL_CHECK(which >= 0 && which <= 2, "split_heads: which must be 0 (q), 1 (k) or 2 (v), got ", which);
   kernels::HeadsArgs args;
   args.batch = qkv.size(0), args.tokens = qkv.size(1), args.heads = heads;
   args.head_dim = qkv.size(2) / (3 * heads);
   args.width = qkv.size(2), args.group = 3 * args.head_dim, args.offset = which * args.head_dim;
-  Tensor out = Tensor::empty({args.batch, heads, args.tokens, args.head_dim}, qkv.dtype(), qkv.device());  // (B, H, N, d)
+  Tensor out =
+      Tensor::empty({args.batch, heads, args.tokens, args.head_dim}, qkv.dtype(), qkv.device());  // (B, H, N, d)
   kernels::heads_gather_cpu(args, qkv, out);
   if (needs_grad({&qkv})) {
     const Shape qkv_shape = qkv.shape();
     record(out, "split_heads", {qkv}, [args, qkv_shape](const Tensor& g) {  // g (B, H, N, d)
-      Tensor dqkv = Tensor::zeros(qkv_shape, g.dtype(), g.device());         // (B, N, 3*H*d)
+      Tensor dqkv = Tensor::zeros(qkv_shape, g.dtype(), g.device());        // (B, N, 3*H*d)
       kernels::heads_scatter_cpu(args, g, dqkv);
       return std::vector<Tensor>{dqkv};
     });
@@ -83,7 +84,7 @@ Tensor merge_heads(const Tensor& x) {
   args.batch = x.size(0), args.heads = x.size(1), args.tokens = x.size(2), args.head_dim = x.size(3);
   args.width = args.heads * args.head_dim, args.group = args.head_dim, args.offset = 0;
   Tensor out = Tensor::empty({args.batch, args.tokens, args.width}, x.dtype(), x.device());  // (B, N, H*d)
-  kernels::heads_scatter_cpu(args, x, out);  // covers every column
+  kernels::heads_scatter_cpu(args, x, out);  // every column is written: no zeroing needed
   if (needs_grad({&x})) {
     const Shape x_shape = x.shape();
     record(out, "merge_heads", {x}, [args, x_shape](const Tensor& g) {  // g (B, N, H*d)

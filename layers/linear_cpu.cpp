@@ -10,9 +10,9 @@ namespace tstl {
 namespace {
 
 void check_float(const Tensor& t, const char* op, const char* what) {
-  TSTL_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 ||
-                 (t.dtype() == DType::BF16 && t.device() == Device::CUDA),
-             op, ": ", what, " must be f32 or f64 (bf16 on CUDA), got ", dtype_name(t.dtype()));
+  TSTL_CHECK(
+      t.dtype() == DType::F32 || t.dtype() == DType::F64 || (t.dtype() == DType::BF16 && t.device() == Device::CUDA),
+      op, ": ", what, " must be f32 or f64 (bf16 on CUDA), got ", dtype_name(t.dtype()));
 }
 
 // Checks that weight (out, in) and bias (out) (may be undefined) fit x (..., in).
@@ -30,7 +30,9 @@ void check_affine(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   }
 }
 
-int64_t rows_of(const Tensor& x) { return x.size(-1) ? x.numel() / x.size(-1) : 0; }
+int64_t rows_of(const Tensor& x) {
+  return x.size(-1) ? x.numel() / x.size(-1) : 0;
+}
 
 // y (R, out) = x (R, in) W^T + b, W (out, in), b (out) or undefined.
 Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
@@ -75,7 +77,9 @@ Shape with_last(const Shape& shape, int64_t last) {
   return out;
 }
 
-bool wants_grad(const Tensor& t) { return t.defined() && t.requires_grad(); }
+bool wants_grad(const Tensor& t) {
+  return t.defined() && t.requires_grad();
+}
 
 }  // namespace
 
@@ -86,8 +90,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = affine_forward(x, weight, bias, with_last(x_shape, w_shape[0]));  // (..., out)
   if (!needs_grad({&x, &weight, &bias})) return y;
   const bool gx = wants_grad(x), gw = wants_grad(weight), gb = wants_grad(bias);
-  const Tensor saved_x = gw ? x.detach() : Tensor();            // (..., in)
-  const Tensor saved_w = gx ? weight.detach() : Tensor();       // (out, in)
+  const Tensor saved_x = gw ? x.detach() : Tensor();              // (..., in)
+  const Tensor saved_w = gx ? weight.detach() : Tensor();         // (out, in)
   record(y, "linear", {x, weight, bias}, [=](const Tensor& dy) {  // dy (..., out)
     Tensor dx = gx ? affine_input_grad(dy, saved_w, x_shape) : Tensor();
     Tensor dw = gw ? affine_weight_grad(dy, saved_x, w_shape) : Tensor();
@@ -113,10 +117,10 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   const bool gx = wants_grad(x), gw_in = wants_grad(w_in), gb_in = wants_grad(b_in);
   const bool gw_out = wants_grad(w_out), gb_out = wants_grad(b_out);
   const bool through_h = gx || gw_in || gb_in;  // the gradient must pass the activation
-  const Tensor saved_x = gw_in ? x.detach() : Tensor();                // (..., C)
-  const Tensor saved_w_in = gx ? w_in.detach() : Tensor();             // (F, C)
-  const Tensor saved_w_out = through_h ? w_out.detach() : Tensor();    // (C', F)
-  const Tensor saved_h = h.detach();                                   // (..., F)
+  const Tensor saved_x = gw_in ? x.detach() : Tensor();             // (..., C)
+  const Tensor saved_w_in = gx ? w_in.detach() : Tensor();          // (F, C)
+  const Tensor saved_w_out = through_h ? w_out.detach() : Tensor();  // (C', F)
+  const Tensor saved_h = h.detach();                                 // (..., F)
   record(y, "gelu_mlp", {x, w_in, b_in, w_out, b_out}, [=](const Tensor& dy) {  // dy (..., C')
     Tensor dx, dw_in, db_in, dw_out, db_out;
     if (gw_out) {

@@ -57,8 +57,8 @@ TSTL_HD T norm_output(T x, Acc mean, Acc rstd, T gain, T bias) {
 
 // The two row means the input gradient needs: <g> (Centered only) and <g xhat>, g = dy * gain.
 template <bool Centered, class Acc, class T>
-TSTL_HD void norm_row_grad_means(const T* x, const T* dy, const T* gain, int64_t cols, Acc mean, Acc rstd,
-                                 Acc* mean_g, Acc* mean_g_xhat) {
+TSTL_HD void norm_row_grad_means(const T* x, const T* dy, const T* gain, int64_t cols, Acc mean, Acc rstd, Acc* mean_g,
+                                 Acc* mean_g_xhat) {
   Acc sum_g = 0, sum_g_xhat = 0;
   for (int64_t c = 0; c < cols; ++c) {
     const Acc g = static_cast<Acc>(dy[c]) * static_cast<Acc>(gain[c]);

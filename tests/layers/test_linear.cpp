@@ -109,17 +109,16 @@ TEST(GeluMlp, MatchesComposedOpsWithAndWithoutBiases) {
                                  biases & 1 ? random_input({9}, 22, 1.0, false) : Tensor(),
                                  random_input({5, 9}, 23, 1.0, false),
                                  biases & 2 ? random_input({5}, 24, 1.0, false) : Tensor()};
-    expect_same_as_composition(
-        [](const std::vector<Tensor>& v) { return gelu_mlp(v[0], v[1], v[2], v[3], v[4]); },
-        [](const std::vector<Tensor>& v) { return composed_mlp(v[0], v[1], v[2], v[3], v[4]); }, in);
+    expect_same_as_composition([](const std::vector<Tensor>& v) { return gelu_mlp(v[0], v[1], v[2], v[3], v[4]); },
+                               [](const std::vector<Tensor>& v) { return composed_mlp(v[0], v[1], v[2], v[3], v[4]); },
+                               in);
   }
 }
 
 TEST(GeluMlp, GradientsMatchFiniteDifferences) {
-  expect_gradients_match(
-      [](const std::vector<Tensor>& in) { return gelu_mlp(in[0], in[1], in[2], in[3], in[4]); },
-      {random_input({3, 5, 7}, 25), random_input({9, 7}, 26, 0.5), random_input({9}, 27), random_input({7, 9}, 28, 0.5),
-       random_input({7}, 29)});
+  expect_gradients_match([](const std::vector<Tensor>& in) { return gelu_mlp(in[0], in[1], in[2], in[3], in[4]); },
+                         {random_input({3, 5, 7}, 25), random_input({9, 7}, 26, 0.5), random_input({9}, 27),
+                          random_input({7, 9}, 28, 0.5), random_input({7}, 29)});
   expect_gradients_match(
       [](const std::vector<Tensor>& in) { return gelu_mlp(in[0], in[1], Tensor(), in[2], Tensor()); },
       {random_input({3, 5, 7}, 30), random_input({9, 7}, 31, 0.5), random_input({5, 9}, 32, 0.5)});
@@ -133,9 +132,8 @@ TEST(GeluMlp, GradientsOfPartlyFrozenInputs) {
       {random_input({9, 7}, 34, 0.5), random_input({9}, 35), random_input({7, 9}, 36, 0.5), random_input({7}, 37)});
   // Only x and the output bias: the first layer's weights are frozen.
   const Tensor w_in = random_input({9, 7}, 38, 0.5, false), w_out = random_input({7, 9}, 39, 0.5, false);
-  expect_gradients_match(
-      [&](const std::vector<Tensor>& in) { return gelu_mlp(in[0], w_in, Tensor(), w_out, in[1]); },
-      {random_input({3, 7}, 40), random_input({7}, 41)});
+  expect_gradients_match([&](const std::vector<Tensor>& in) { return gelu_mlp(in[0], w_in, Tensor(), w_out, in[1]); },
+                         {random_input({3, 7}, 40), random_input({7}, 41)});
 }
 
 TEST(GeluMlp, IsOneNodeAndF32MatchesF64) {
@@ -147,8 +145,8 @@ TEST(GeluMlp, IsOneNodeAndF32MatchesF64) {
   EXPECT_STREQ(y.grad_fn()->name, "gelu_mlp");
   ASSERT_EQ(y.grad_fn()->edges.size(), 5u);
   for (const Edge& e : y.grad_fn()->edges) EXPECT_TRUE(e.leaf && !e.node);
-  const Tensor y32 = gelu_mlp(x.to(DType::F32), w_in.to(DType::F32), b_in.to(DType::F32), w_out.to(DType::F32),
-                              b_out.to(DType::F32));
+  const Tensor y32 =
+      gelu_mlp(x.to(DType::F32), w_in.to(DType::F32), b_in.to(DType::F32), w_out.to(DType::F32), b_out.to(DType::F32));
   EXPECT_LT(max_relative_difference(y32, y), 1e-5);
   EXPECT_THROW(gelu_mlp(x, w_in, b_in, random_input({7, 8}, 47), b_out), Error);
   EXPECT_THROW(gelu_mlp(x, w_in, random_input({7}, 48), w_out, b_out), Error);

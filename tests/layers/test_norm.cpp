@@ -28,7 +28,8 @@ Tensor naive_norm(const Tensor& x, const Tensor& gain, const Tensor& bias, doubl
     }
     for (size_t c = 0; c < cols; ++c) var += (vx[r * cols + c] - mean) * (vx[r * cols + c] - mean);
     var /= static_cast<double>(cols);
-    for (size_t c = 0; c < cols; ++c) y[r * cols + c] = (vx[r * cols + c] - mean) / std::sqrt(var + eps) * vg[c] + vb[c];
+    for (size_t c = 0; c < cols; ++c)
+      y[r * cols + c] = (vx[r * cols + c] - mean) / std::sqrt(var + eps) * vg[c] + vb[c];
   }
   return Tensor::from_vector(y, x.shape());
 }
@@ -81,9 +82,8 @@ TEST(LayerNorm, F32MatchesF64) {
 }
 
 TEST(LayerNorm, GradientsMatchFiniteDifferences) {
-  expect_gradients_match(
-      [](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
-      {random_input({3, 5, 7}, 11, 1.5), random_input({7}, 12), random_input({7}, 13)});
+  expect_gradients_match([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
+                         {random_input({3, 5, 7}, 11, 1.5), random_input({7}, 12), random_input({7}, 13)});
 }
 
 TEST(LayerNorm, GradientsWithoutBiasMatchFiniteDifferences) {
