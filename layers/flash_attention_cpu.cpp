@@ -23,6 +23,13 @@ using Acc = double;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Tiny problems (finite-difference checks, single-token decoding of a small model) run on one
+// thread: waking a thread team costs more than the work.
+template <class T>
+bool worth_threads(const FlashParams<T>& p) {
+  return p.batch * p.heads * p.n_queries * p.n_keys * p.head_dim >= (int64_t{1} << 16);
+}
+
 // ---- Forward: parallel over (batch, head, query tile) -------------------------------------------
 // Each task owns its query rows of O and LSE, so tasks never write the same memory and each
 // task's arithmetic is sequential: results do not depend on the thread count or timing.
@@ -30,7 +37,7 @@ template <class T, bool HasAlibi, bool HasLogn>
 void flash_forward_cpu(const FlashParams<T>& p) {
   const int64_t d = p.head_dim, block_q = p.block_q, block_k = p.block_k;
   const int64_t q_tiles = ceil_div(p.n_queries, block_q);
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(p))
   {
     std::vector<Acc> q_tile(block_q * d);        // (Bq, d) the tile's queries
     std::vector<Acc> kt_tile(d * block_k);       // (d, Bk) keys, transposed: the score loop runs along keys
@@ -103,7 +110,7 @@ void flash_forward_cpu(const FlashParams<T>& p) {
 template <class T, bool HasAlibi, bool HasLogn>
 void flash_backward_cpu(const FlashParams<T>& p) {
   const int64_t d = p.head_dim, block_q = p.block_q, block_k = p.block_k, n_queries = p.n_queries;
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(p))
   {
     std::vector<Acc> delta(n_queries);           // (N) D = rowsum(dO * O)
     std::vector<Acc> dq_acc(n_queries * d);      // (N, d) dQ of the current (b, h)
