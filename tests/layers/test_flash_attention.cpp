@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "common/gradcheck.h"
-#include "flash_naive_reference.h"
+#include "layers/flash_naive_reference.h"
 #include "layers/attention_reference.h"
 #include "layers/flash_attention.h"
 
@@ -155,7 +155,7 @@ TEST(FlashAttention, AlibiSlopesRuleMatchesTheDocumentedExample) {
 }
 
 // The forward keeps only tile-sized scratch (see layers/flash_attention_cpu.cpp): per thread
-// (Bq, d) + (d, Bk) + (Bk, d) + (Bq, Bk) + (Bq, d) + 3 (Bq) doubles, ~ 50 KiB at 64 x 64 tiles,
+// (Bq, d) + (d, Bk) + (Bk, d) + (Bq, Bk) + (Bq, d) + 3 (Bq) doubles, ~66 KiB at 64 x 64 tiles,
 // where the N x M scores of this case alone would be 64 MiB in f32. Rows sampled at tile edges.
 TEST(FlashAttention, LongSequenceMatchesNaiveRows) {
   const int64_t n = 4096, d = 16;
