@@ -136,13 +136,14 @@ __global__ void narrow_forward_kernel(const U* x, U* slice, NarrowParams p) {
   }
 }
 
-// Writes every element of x: the slice inside [start, start + part), zero elsewhere.
+// Writes the slice into x at [start, start + part) of the middle dimension; the rest of x is
+// left untouched (the op zeroes x first where the rest must be 0: narrow's backward).
 template <class U>
 __global__ void narrow_backward_kernel(U* x, const U* slice, NarrowParams p) {
-  const int64_t n = p.outer * p.full * p.inner;
+  const int64_t n = p.outer * p.part * p.inner;
   TSTL_GRID_STRIDE(i, n) {
-    const int64_t o = i / (p.full * p.inner), q = (i / p.inner) % p.full, j = i % p.inner;
-    x[i] = q >= p.start && q < p.start + p.part ? slice[(o * p.part + q - p.start) * p.inner + j] : U(0);
+    const int64_t o = i / (p.part * p.inner), rem = i % (p.part * p.inner);
+    x[(o * p.full + p.start) * p.inner + rem] = slice[i];
   }
 }
 
@@ -296,7 +297,7 @@ void narrow_cuda(const Tensor& x, int64_t dim, int64_t start, Tensor& slice, boo
   p.full = x.shape()[dim];
   p.part = slice.size(dim);
   p.start = start;
-  const int64_t n = backward ? x.numel() : slice.numel();
+  const int64_t n = slice.numel();
   if (n == 0) return;
   cuda::visit_element_size(dtype_size(x.dtype()), "narrow", [&](auto tag) {
     using U = decltype(tag);
