@@ -18,6 +18,8 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"train", "train a model: tstl train --config FILE [--section.key value ...]", tstl::command_train},
+    {"info", "parameter counts, FLOPs per token and training memory of a config", tstl::command_info},
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
 };
 
