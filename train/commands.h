@@ -10,5 +10,7 @@ namespace tstl {
 using Args = std::vector<std::string>;
 
 int command_version(const Args& args);
+int command_prepare(const Args& args);
+int command_tokenizer(const Args& args);
 
 }  // namespace tstl

@@ -19,6 +19,8 @@ struct Command {
 
 const Command kCommands[] = {
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
+    {"prepare", "tokenize text into an HDF5 token file", tstl::command_prepare},
+    {"tokenizer", "train a SentencePiece tokenizer; show or try one", tstl::command_tokenizer},
 };
 
 void print_usage(FILE* out) {
