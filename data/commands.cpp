@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "data/prepare.h"
+#include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/commands.h"
 
@@ -73,7 +74,8 @@ int command_tokenizer(const Args& args) {
       "usage: tstl tokenizer train --input PATH... --vocab-size N --output tok.model [--model-type bpe|unigram]\n"
       "                            [--normalization identity|nmt_nfkc] [--max-sentences N] [--seed S]\n"
       "       tstl tokenizer info --tokenizer byte|spm:FILE\n"
-      "       tstl tokenizer encode --tokenizer byte|spm:FILE --text TEXT";
+      "       tstl tokenizer encode --tokenizer byte|spm:FILE --text TEXT\n"
+      "       tstl tokenizer check --tokenizer byte|spm:FILE --tokens FILE.h5   (fails unless the file was written with it)";
   TSTL_CHECK(!args.empty(), "missing action\n", usage);
   const std::string action = args[0];
   const Args rest(args.begin() + 1, args.end());
@@ -99,16 +101,22 @@ int command_tokenizer(const Args& args) {
     std::printf("wrote %s: %s\n", output.c_str(), identity.c_str());
     return 0;
   }
-  if (action == "info" || action == "encode") {
-    std::string spec, text;
+  if (action == "info" || action == "encode" || action == "check") {
+    std::string spec, text, tokens;
     po::options_description desc("tstl tokenizer info/encode options");
     desc.add_options()("help,h", "show this help")
         ("tokenizer", po::value(&spec)->required(), "byte | spm:FILE")
-        ("text", po::value(&text), "text to encode");
+        ("text", po::value(&text), "text to encode")
+        ("tokens", po::value(&tokens), "token file to check against the tokenizer");
     po::variables_map vm;
     if (!parse(rest, desc, vm, usage)) return 0;
     const auto tok = make_tokenizer(spec);
-    if (action == "info") {
+    if (action == "check") {
+      TSTL_CHECK(!tokens.empty(), "tokenizer check needs --tokens FILE.h5");
+      const TokenFile file = TokenFile::open_file(tokens);
+      check_tokenizer_matches(file, *tok);
+      std::printf("%s matches tokenizer %s\n", tokens.c_str(), tok->identity().c_str());
+    } else if (action == "info") {
       std::printf("identity %s\nvocab_size %lld\nbos_id %d\neos_id %d\npad_id %d\n", tok->identity().c_str(),
                   static_cast<long long>(tok->vocab_size()), tok->bos_id(), tok->eos_id(), tok->pad_id());
     } else {

@@ -156,10 +156,11 @@ std::string train_spm(const SpmTrainOptions& options, const std::string& output)
       {"unk_id", "0"}, {"bos_id", "1"}, {"eos_id", "2"}, {"pad_id", "3"},
       {"input_sentence_size", std::to_string(options.max_sentences)},
       {"shuffle_input_sentence", "true"},
-      {"random_seed", std::to_string(options.seed)},
       {"hard_vocab_limit", "false"},
       {"minloglevel", "1"},
   };
+  // Seeds the sentence sampling of the trainer (a process-wide setting of the library).
+  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(options.seed));
   LineIterator lines(options.inputs);
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &lines, &model);
