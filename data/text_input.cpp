@@ -265,7 +265,7 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& inputs) {
     TSTL_CHECK(fs::exists(st), "input '", input, "' does not exist");
     if (fs::is_directory(st)) {
       std::vector<InputFile> found;
-      for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::follow_directory_symlink);
+      for (auto it = fs::recursive_directory_iterator(input);
            it != fs::recursive_directory_iterator(); ++it) {
         if (!it->is_regular_file()) continue;
         const std::string fname = it->path().filename().string();

@@ -120,7 +120,7 @@ TokenFileWriter::TokenFileWriter(const std::string& path, const Tokenizer& token
   h5::quiet();
   TSTL_CHECK(token_dtype == "auto" || token_dtype == "uint16" || token_dtype == "uint32", "token dtype '", token_dtype,
              "' is not auto, uint16 or uint32");
-  TSTL_CHECK(vocab_size_ <= (int64_t{1} << 32), "vocabulary of ", vocab_size_, " ids does not fit uint32 tokens");
+  TSTL_CHECK(vocab_size_ <= INT32_MAX, "vocabulary of ", vocab_size_, " ids is too large (token ids are int32)");
   TSTL_CHECK(token_dtype != "uint16" || vocab_size_ <= 65536, "the vocabulary of tokenizer '", tokenizer.identity(),
              "' has ", vocab_size_, " ids, too large for uint16 tokens (at most 65536): use uint32 (or auto)");
   token_bytes_ = token_dtype == "uint32" || vocab_size_ > 65536 ? 4 : 2;
