@@ -20,13 +20,13 @@ namespace {
 bool parse(const Args& args, const po::options_description& desc, po::variables_map& vm, const char* usage) {
   try {
     po::store(po::command_line_parser(args).options(desc).run(), vm);
+    if (vm.count("help")) {  // before notify(), which enforces the required options
+      std::cout << usage << "\n" << desc << "\n";
+      return false;
+    }
     po::notify(vm);
   } catch (const po::error& e) {
     TSTL_FAIL(e.what(), " (see --help)");
-  }
-  if (vm.count("help")) {
-    std::cout << usage << "\n" << desc << "\n";
-    return false;
   }
   return true;
 }

@@ -163,6 +163,11 @@ TEST(TokenizerCommand, TrainsInfoAndEncodes) {
   const auto enc = test::run_tstl("tokenizer encode --tokenizer byte --text 'AB'");
   EXPECT_EQ(enc.exit_code, 0);
   EXPECT_EQ(enc.output, "65 66\n");
+  for (const char* help : {"prepare --help", "tokenizer train --help", "tokenizer --help"}) {
+    const auto h = test::run_tstl(help);
+    EXPECT_EQ(h.exit_code, 0) << help << "\n" << h.output;
+    EXPECT_NE(h.output.find("usage"), std::string::npos) << h.output;
+  }
   const auto small = test::run_tstl("tokenizer train --input " + (dir / "a.txt") + " --vocab-size 100 --output " + (dir / "u.model"));
   EXPECT_NE(small.exit_code, 0);
   EXPECT_NE(small.output.find("too small"), std::string::npos) << small.output;
