@@ -277,6 +277,37 @@ TEST(TokenFile, RejectsFilesThatAreNotTokenFiles) {
   expect_error([&] { file.split("test"); }, "has no group '/test'");
 }
 
+// Past the writer's buffers (1 Mi tokens, 1024 names per split): appends across several flushes.
+TEST(Prepare, StreamsAcrossManyFlushes) {
+  ScratchDir dir;
+  std::string big(450000, 'x');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7919) % 26);
+  for (int d = 0; d < 3; ++d) write_file(dir / ("big/d" + std::to_string(d) + ".txt"), big.substr(static_cast<size_t>(d)));
+  std::string lines;
+  for (int i = 0; i < 2100; ++i) lines += "{\"text\": \"line " + std::to_string(i) + "\"}\n";
+  write_file(dir / "many.jsonl", lines);
+  PrepareOptions options;
+  options.inputs = {dir / "big", dir / "many.jsonl"};
+  options.output = dir / "s.h5";
+  options.val_fraction = 0.5;
+  const auto tok = make_tokenizer("byte");
+  prepare_token_file(options, *tok, nullptr);
+  const TokenFile file = TokenFile::open_file(dir / "s.h5");
+  const TokenSplit train = file.split("train"), val = file.split("val");
+  ASSERT_EQ(train.n_documents() + val.n_documents(), 2103);
+  EXPECT_EQ(train.doc_names[0], "d0.txt");
+  EXPECT_EQ(val.doc_names[0], "d1.txt");
+  EXPECT_EQ(doc_tokens(train, 0), bytes_then_eos(big));
+  EXPECT_EQ(doc_tokens(train, 1), bytes_then_eos(big.substr(2)));
+  EXPECT_EQ(doc_tokens(val, 0), bytes_then_eos(big.substr(1)));
+  // Document i >= 3 is jsonl line i - 2 (text "line i-3"); odd i go to val (F = 0.5).
+  EXPECT_EQ(train.doc_names.back(), "many.jsonl:2100");
+  EXPECT_EQ(doc_tokens(train, train.doc_offsets.size() - 2), bytes_then_eos("line 2099"));
+  EXPECT_EQ(val.doc_names.back(), "many.jsonl:2099");
+  EXPECT_EQ(doc_tokens(val, val.doc_offsets.size() - 2), bytes_then_eos("line 2098"));
+  EXPECT_EQ(train.n_documents(), 1052);
+}
+
 TEST(Prepare, ReadsTheBundledCorpus) {
   const std::string corpus = std::string(TSTL_SOURCE_DIR) + "/data/corpus";
   const auto files = expand_inputs({corpus + "/sotu", corpus + "/moby-dick.txt.gz"});
