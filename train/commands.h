@@ -12,5 +12,7 @@ using Args = std::vector<std::string>;
 int command_version(const Args& args);
 int command_info(const Args& args);
 int command_train(const Args& args);
+int command_prepare(const Args& args);
+int command_tokenizer(const Args& args);
 
 }  // namespace tstl

@@ -18,6 +18,8 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"prepare", "tokenize text into an HDF5 token file", tstl::command_prepare},
+    {"tokenizer", "train a SentencePiece tokenizer; show or try one", tstl::command_tokenizer},
     {"train", "train a model: tstl train --config FILE [--section.key value ...]", tstl::command_train},
     {"info", "parameter counts, FLOPs per token and training memory of a config", tstl::command_info},
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
