@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "data/passkey.h"
 #include "data/tokenizer.h"
-#include "data_test_util.h"
+#include "common/cli_test_util.h"
 
 namespace tstl {
 namespace {

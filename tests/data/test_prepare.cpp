@@ -12,7 +12,7 @@
 #include "data/text_input.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "data_test_util.h"
+#include "common/cli_test_util.h"
 
 namespace tstl {
 namespace {

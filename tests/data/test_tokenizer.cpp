@@ -8,7 +8,7 @@
 #include "core/rng.h"
 #include "data/text_input.h"
 #include "data/tokenizer.h"
-#include "data_test_util.h"
+#include "common/cli_test_util.h"
 
 namespace tstl {
 namespace {

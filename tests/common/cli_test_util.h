@@ -1,4 +1,4 @@
-// Helpers shared by the data tests: scratch directories, files, and running the tstl binary.
+// Helpers shared by the command-line tests: scratch directories, files, and running the tstl binary.
 #pragma once
 
 #include <unistd.h>
@@ -17,7 +17,7 @@ namespace tstl::test {
 struct ScratchDir {
   std::filesystem::path path;
   ScratchDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "tstl_data_XXXXXX").string();
+    std::string templ = (std::filesystem::temp_directory_path() / "tstl_test_XXXXXX").string();
     path = mkdtemp(templ.data());
   }
   ~ScratchDir() { std::filesystem::remove_all(path); }
