@@ -1,0 +1,179 @@
+// Flash attention: causal softmax attention with optional ALiBi bias and per-row log-n factors,
+// as one autograd node that never materialises the N x M score matrix (attention-variants.md).
+//
+//   q (B, H, N, d), k (B, H, M, d), v (B, H, M, d)  ->  O (B, H, N, d)
+//   query row n sits at absolute position p = query_offset + n (default M - N: the queries are
+//   the last N of the M keys, as in KV-cache decoding); key j sits at position j.
+//   S[n, j] = logn[n] * scale * (q_n . k_j) - m_h * (p - j)    for j <= p, -inf otherwise
+//   O[n]    = sum_j softmax_j(S[n, :]) v_j
+// The ALiBi term is never scaled; logn is 1 when absent. The -m(p-j) form (not +m j) keeps the
+// logits bounded at long lengths.
+//
+// Forward: tiles of queries x keys with an online softmax (FlashAttention-2); saves O and the row
+// log-sum-exp LSE (B, H, N) in the input's float type (f32 or f64).
+// Backward: D = rowsum(dO * O), then per tile P = exp(S - LSE), dP = dO V^T, dS = P (dP - D), and
+//   dV = P^T dO,  dQ = (logn * scale) dS K,  dK = dS^T ((logn * scale) Q).
+// Gradient contract: dQ, dK, dV are returned freshly written; alibi slopes and log-n factors are
+// constants (no gradient).
+//
+// The per-element math below is TSTL_HD so the CUDA kernels call the same functions as the CPU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/hd.h"
+#include "core/tensor.h"
+
+namespace tstl {
+
+struct AttentionOptions {
+  double scale = 1.0;
+  Tensor alibi_slopes;        // (H) or undefined: m_h, subtracted as m_h * (p - j)
+  Tensor logn;                // (N) per-query-row factor or undefined (treated as 1)
+  int64_t query_offset = -1;  // absolute position of query row 0; -1 means M - N
+};
+
+// Tile sizes of the kernel (queries x keys per tile). Tests pass small ones to cover partial tiles.
+struct FlashTiles {
+  int64_t block_q = 64;
+  int64_t block_k = 64;
+};
+
+Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                       const FlashTiles& tiles = FlashTiles{});
+
+// Checks q (B, H, N, d), k (B, H, M, d), v (B, H, M, d) when defined, and the options (slopes (H),
+// logn (N), query_offset >= 0); throws naming `op` and the offending shape. Returns the resolved
+// query offset (M - N when opt.query_offset is -1).
+int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v, const AttentionOptions& opt,
+                               const char* op);
+
+// ---- Kernel parameters --------------------------------------------------------------------------
+
+// Pointers, strides (in elements) and sizes of one flash call, after FlashAttention-2's
+// Flash_fwd_params / Flash_bwd_params. T is the element type (float, double).
+template <class T>
+struct FlashParams {
+  const T* q = nullptr;  // (B, H, N, d)
+  const T* k = nullptr;  // (B, H, M, d)
+  const T* v = nullptr;  // (B, H, M, d)
+  T* o = nullptr;        // (B, H, N, d)
+  T* lse = nullptr;      // (B, H, N) row log-sum-exp of S
+  const T* alibi_slopes = nullptr;  // (H) when has_alibi
+  const T* logn = nullptr;          // (N) when has_logn
+  // Backward only.
+  const T* d_o = nullptr;  // (B, H, N, d) dL/dO
+  T* dq = nullptr;         // (B, H, N, d)
+  T* dk = nullptr;         // (B, H, M, d)
+  T* dv = nullptr;         // (B, H, M, d)
+
+  int64_t q_batch_stride = 0, q_head_stride = 0, q_row_stride = 0;    // for q, o, d_o, dq
+  int64_t kv_batch_stride = 0, kv_head_stride = 0, kv_row_stride = 0; // for k, v, dk, dv
+  int64_t lse_batch_stride = 0, lse_head_stride = 0;
+
+  int64_t batch = 0, heads = 0, n_queries = 0, n_keys = 0, head_dim = 0;
+  int64_t query_offset = 0;  // position of query row 0
+  int64_t block_q = 64, block_k = 64;
+  double scale = 1.0;
+  bool has_alibi = false, has_logn = false;
+
+  TSTL_HD int64_t q_index(int64_t b, int64_t h, int64_t n) const {
+    return b * q_batch_stride + h * q_head_stride + n * q_row_stride;
+  }
+  TSTL_HD int64_t kv_index(int64_t b, int64_t h, int64_t j) const {
+    return b * kv_batch_stride + h * kv_head_stride + j * kv_row_stride;
+  }
+  TSTL_HD int64_t lse_index(int64_t b, int64_t h, int64_t n) const {
+    return b * lse_batch_stride + h * lse_head_stride + n;
+  }
+};
+
+// ---- Per-element math (shared by CPU and CUDA) --------------------------------------------------
+
+// Causal visibility: key position j is seen by the query at position p iff j <= p.
+TSTL_HD bool flash_key_visible(int64_t query_pos, int64_t key_pos) { return key_pos <= query_pos; }
+
+// One past the last key visible to any query row in [row_begin, row_end), clipped to M.
+TSTL_HD int64_t flash_key_end(int64_t query_offset, int64_t row_end, int64_t n_keys) {
+  const int64_t end = query_offset + row_end;  // last visible position is query_offset + row_end - 1
+  return end < n_keys ? end : n_keys;
+}
+
+// The factor multiplying q_n . k_j for query row n: scale, times logn[n] when present.
+template <bool HasLogn, class Acc, class T>
+TSTL_HD Acc flash_row_scale(const FlashParams<T>& params, int64_t n) {
+  const Acc scale = static_cast<Acc>(params.scale);
+  if constexpr (HasLogn) return scale * static_cast<Acc>(params.logn[n]);
+  return scale;
+}
+
+// The ALiBi slope of head h (0 without ALiBi).
+template <bool HasAlibi, class Acc, class T>
+TSTL_HD Acc flash_head_slope(const FlashParams<T>& params, int64_t h) {
+  if constexpr (HasAlibi) return static_cast<Acc>(params.alibi_slopes[h]);
+  return Acc(0);
+}
+
+// The logit S[n, j] from the raw dot product q_n . k_j; -inf where the key is masked.
+template <bool HasAlibi, class Acc>
+TSTL_HD Acc flash_logit(Acc dot, Acc row_scale, Acc slope, int64_t query_pos, int64_t key_pos) {
+  if (!flash_key_visible(query_pos, key_pos)) return -INFINITY;
+  Acc s = row_scale * dot;
+  if constexpr (HasAlibi) s -= slope * static_cast<Acc>(query_pos - key_pos);
+  return s;
+}
+
+// The online-softmax update of one row by one tile (FlashAttention-2): folds the logits
+// s[0..count) into the running maximum and sum, overwrites s with exp(s - new_max), and returns
+// exp(old_max - new_max), the factor by which the row's output accumulator must be rescaled.
+// A row with no visible key so far keeps max -inf and sum 0 (shift 0 avoids inf - inf).
+template <class Acc>
+TSTL_HD Acc flash_online_softmax_update(Acc* s, int64_t count, Acc& row_max, Acc& row_sum) {
+  Acc tile_max = row_max;
+  for (int64_t j = 0; j < count; ++j) tile_max = s[j] > tile_max ? s[j] : tile_max;
+  const Acc shift = tile_max == -INFINITY ? Acc(0) : tile_max;
+  const Acc correction = exp(row_max - shift);  // exp(-inf) = 0 on the first visible tile
+  Acc tile_sum = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    s[j] = exp(s[j] - shift);
+    tile_sum += s[j];
+  }
+  row_sum = row_sum * correction + tile_sum;
+  row_max = tile_max;
+  return correction;
+}
+
+// The row's log-sum-exp once every tile is folded in: row_max + log(row_sum).
+template <class Acc>
+TSTL_HD Acc flash_row_lse(Acc row_max, Acc row_sum) {
+  return row_sum > Acc(0) ? row_max + log(row_sum) : Acc(INFINITY);  // +inf: P = 0 on an empty row
+}
+
+// The probability recomputed in backward: P[n, j] = exp(S[n, j] - LSE[n]) (0 where masked).
+template <class Acc>
+TSTL_HD Acc flash_probability(Acc logit, Acc lse) {
+  return logit == -INFINITY ? Acc(0) : exp(logit - lse);
+}
+
+// dL/d(q_n . k_j) from P, dP = dO_n . v_j and D_n = dO_n . O_n: the softmax backward
+// dS = P (dP - D), times the row's scale (the ALiBi bias is constant, so it drops out).
+template <class Acc>
+TSTL_HD Acc flash_dot_grad(Acc p, Acc dp, Acc delta, Acc row_scale) {
+  return p * (dp - delta) * row_scale;
+}
+
+}  // namespace tstl
+
+// Runs the lambda body with NAME a constexpr bool equal to COND (FlashAttention-2's
+// BOOL_SWITCH): each runtime flag becomes a template parameter, so kernels are branch-free.
+#define TSTL_FLASH_BOOL_SWITCH(COND, NAME, ...) \
+  [&] {                                         \
+    if (COND) {                                 \
+      constexpr bool NAME = true;               \
+      return __VA_ARGS__();                     \
+    } else {                                    \
+      constexpr bool NAME = false;              \
+      return __VA_ARGS__();                     \
+    }                                           \
+  }()

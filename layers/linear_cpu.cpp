@@ -1,0 +1,145 @@
+// linear and gelu_mlp: shape checks, the forward products and the single node of each op. The
+// products are core gemm kernels over all R rows at once; see layers/linear.h for the math.
+#include "layers/linear.h"
+
+#include "core/autograd.h"
+#include "core/kernels.h"
+
+namespace tstl {
+
+namespace {
+
+void check_float(const Tensor& t, const char* op, const char* what) {
+  TSTL_CHECK(
+      t.dtype() == DType::F32 || t.dtype() == DType::F64 || (t.dtype() == DType::BF16 && t.device() == Device::CUDA),
+      op, ": ", what, " must be f32 or f64 (bf16 on CUDA), got ", dtype_name(t.dtype()));
+}
+
+// Checks that weight (out, in) and bias (out) (may be undefined) fit x (..., in).
+void check_affine(const Tensor& x, const Tensor& weight, const Tensor& bias, const char* op, const char* w_name,
+                  const char* b_name) {
+  check_same_dtype(x, weight, op);
+  check_same_device(x, weight, op);
+  TSTL_CHECK(weight.dim() == 2 && x.dim() >= 1 && weight.size(1) == x.size(-1), op, ": ", w_name, " ",
+             shape_str(weight.shape()), " does not fit an input ", shape_str(x.shape()), " (expected (out, ",
+             x.dim() >= 1 ? x.size(-1) : 0, "))");
+  if (bias.defined()) {
+    check_same_dtype(x, bias, op);
+    check_same_device(x, bias, op);
+    check_shape(bias, {weight.size(0)}, op, b_name);
+  }
+}
+
+int64_t rows_of(const Tensor& x) {
+  return x.size(-1) ? x.numel() / x.size(-1) : 0;
+}
+
+// y (R, out) = x (R, in) W^T + b, W (out, in), b (out) or undefined.
+Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
+  kernels::GemmArgs g;
+  g.m = rows_of(x), g.n = weight.size(0), g.k = weight.size(1), g.transpose_b = true;
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
+  TSTL_ON_DEVICE(x, gemm, g, x, weight, y);
+  if (!bias.defined()) return y;
+  Tensor biased = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
+  TSTL_ON_DEVICE(y, binary, kernels::Binary::Add, y, bias, biased);
+  return biased;
+}
+
+// dx (R, in) = dy (R, out) W (out, in).
+Tensor affine_input_grad(const Tensor& dy, const Tensor& weight, const Shape& x_shape) {
+  kernels::GemmArgs g;
+  g.m = rows_of(dy), g.n = weight.size(1), g.k = weight.size(0);
+  Tensor dx = Tensor::empty(x_shape, dy.dtype(), dy.device());
+  TSTL_ON_DEVICE(dy, gemm, g, dy, weight, dx);
+  return dx;
+}
+
+// dW (out, in) = dy^T (out, R) x (R, in): the sum over all rows in one gemm.
+Tensor affine_weight_grad(const Tensor& dy, const Tensor& x, const Shape& w_shape) {
+  kernels::GemmArgs g;
+  g.m = w_shape[0], g.n = w_shape[1], g.k = rows_of(dy), g.transpose_a = true;
+  Tensor dw = Tensor::empty(w_shape, dy.dtype(), dy.device());
+  TSTL_ON_DEVICE(dy, gemm, g, dy, x, dw);
+  return dw;
+}
+
+// db (out) = sum over rows of dy (R, out).
+Tensor affine_bias_grad(const Tensor& dy) {
+  Tensor db = Tensor::empty({dy.size(-1)}, dy.dtype(), dy.device());
+  TSTL_ON_DEVICE(dy, sum_rows, dy, db);
+  return db;
+}
+
+Shape with_last(const Shape& shape, int64_t last) {
+  Shape out = shape;
+  out.back() = last;
+  return out;
+}
+
+bool wants_grad(const Tensor& t) {
+  return t.defined() && t.requires_grad();
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_float(x, "linear", "x");
+  check_affine(x, weight, bias, "linear", "weight", "bias");
+  const Shape x_shape = x.shape(), w_shape = weight.shape();
+  Tensor y = affine_forward(x, weight, bias, with_last(x_shape, w_shape[0]));  // (..., out)
+  if (!needs_grad({&x, &weight, &bias})) return y;
+  const bool gx = wants_grad(x), gw = wants_grad(weight), gb = wants_grad(bias);
+  const Tensor saved_x = gw ? x.detach() : Tensor();              // (..., in)
+  const Tensor saved_w = gx ? weight.detach() : Tensor();         // (out, in)
+  record(y, "linear", {x, weight, bias}, [=](const Tensor& dy) {  // dy (..., out)
+    Tensor dx = gx ? affine_input_grad(dy, saved_w, x_shape) : Tensor();
+    Tensor dw = gw ? affine_weight_grad(dy, saved_x, w_shape) : Tensor();
+    Tensor db = gb ? affine_bias_grad(dy) : Tensor();
+    return std::vector<Tensor>{dx, dw, db};
+  });
+  return y;
+}
+
+Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const Tensor& w_out, const Tensor& b_out) {
+  check_float(x, "gelu_mlp", "x");
+  check_affine(x, w_in, b_in, "gelu_mlp", "w_in", "b_in");
+  TSTL_CHECK(w_out.dim() == 2, "gelu_mlp: w_out must be (out, ffn), got ", shape_str(w_out.shape()));
+  const int64_t ffn = w_in.size(0);
+  const Shape x_shape = x.shape(), h_shape = with_last(x_shape, ffn);
+  const Shape w_in_shape = w_in.shape(), w_out_shape = w_out.shape();
+  Tensor h = affine_forward(x, w_in, b_in, h_shape);  // (..., F) the pre-activation
+  check_affine(h, w_out, b_out, "gelu_mlp", "w_out", "b_out");
+  Tensor a = Tensor::empty(h_shape, h.dtype(), h.device());  // (..., F) gelu(h)
+  TSTL_ON_DEVICE(h, gelu_forward, h, a);
+  Tensor y = affine_forward(a, w_out, b_out, with_last(x_shape, w_out_shape[0]));  // (..., C')
+  if (!needs_grad({&x, &w_in, &b_in, &w_out, &b_out})) return y;  // a is dropped: backward recomputes it
+  const bool gx = wants_grad(x), gw_in = wants_grad(w_in), gb_in = wants_grad(b_in);
+  const bool gw_out = wants_grad(w_out), gb_out = wants_grad(b_out);
+  const bool through_h = gx || gw_in || gb_in;  // the gradient must pass the activation
+  const Tensor saved_x = gw_in ? x.detach() : Tensor();             // (..., C)
+  const Tensor saved_w_in = gx ? w_in.detach() : Tensor();          // (F, C)
+  const Tensor saved_w_out = through_h ? w_out.detach() : Tensor();  // (C', F)
+  const Tensor saved_h = h.detach();                                 // (..., F)
+  record(y, "gelu_mlp", {x, w_in, b_in, w_out, b_out}, [=](const Tensor& dy) {  // dy (..., C')
+    Tensor dx, dw_in, db_in, dw_out, db_out;
+    if (gw_out) {
+      Tensor act = Tensor::empty(h_shape, dy.dtype(), dy.device());  // (..., F) gelu(h) again
+      TSTL_ON_DEVICE(dy, gelu_forward, saved_h, act);
+      dw_out = affine_weight_grad(dy, act, w_out_shape);
+    }
+    if (gb_out) db_out = affine_bias_grad(dy);
+    if (through_h) {
+      const Tensor da = affine_input_grad(dy, saved_w_out, h_shape);  // (..., F)
+      Tensor dh = Tensor::empty(h_shape, dy.dtype(), dy.device());    // (..., F)
+      TSTL_ON_DEVICE(dy, gelu_backward, saved_h, da, dh);
+      if (gx) dx = affine_input_grad(dh, saved_w_in, x_shape);
+      if (gw_in) dw_in = affine_weight_grad(dh, saved_x, w_in_shape);
+      if (gb_in) db_in = affine_bias_grad(dh);
+    }
+    return std::vector<Tensor>{dx, dw_in, db_in, dw_out, db_out};
+  });
+  return y;
+}
+
+}  // namespace tstl

@@ -1,0 +1,278 @@
+// Checkpoints: bitwise round trip, temporaries ignored, a truncated newest file skipped, the
+// retention rule, clear errors on unwritable directories and full disks with the old files kept,
+// and a child killed with SIGKILL at random moments while saving never leaves a checkpoint that
+// latest() would pick and load_checkpoint() fail on.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+#include "train/checkpoint.h"
+
+namespace tstl {
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "tstl_ckpt_" + std::to_string(getpid()) + "_" + name;
+  std::string cmd = "rm -rf '" + dir + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  return dir;
+}
+
+// A state whose every value is a function of `step` (so a load can be checked against it).
+CheckpointState make_state(int64_t step, int64_t rows = 3) {
+  CheckpointState s;
+  auto tensor = [&](const Shape& shape, double salt) {
+    std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(std::sin(0.1 * i + salt + step));
+    return Tensor::from_vector(v, shape);
+  };
+  s.parameters = {{"gpt_neox.embed_in.weight", tensor({rows, 7}, 0.5)},
+                  {"gpt_neox.layers.0.attention.query_key_value.bias", tensor({15}, 1.5)},
+                  {"embed_out.weight", tensor({rows, 7}, 2.5)}};
+  s.optimizer = {{"exp_avg.gpt_neox.embed_in.weight", tensor({rows, 7}, 3.5)},
+                 {"exp_avg_sq.gpt_neox.embed_in.weight", tensor({rows, 7}, 4.5)}};
+  s.step = step;
+  s.optimizer_step = step - 1;
+  s.tokens_seen = step * 4096;
+  s.data_cursor = 0xFFFFFFFF00000000ull + static_cast<uint64_t>(step);
+  s.rng_seed = 1234;
+  s.rng_offset = 99u + static_cast<uint64_t>(step);
+  s.config = "# resolved\n[train]\nmax_steps = 40\n";
+  s.tokenizer = "byte";
+  s.counters = {{"skipped_steps", 2}, {"micro_step", 0}};
+  return s;
+}
+
+void expect_bitwise_equal(const NamedTensors& a, const NamedTensors& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.shape(), b[i].second.shape()) << a[i].first;
+    EXPECT_EQ(a[i].second.dtype(), b[i].second.dtype()) << a[i].first;
+    ASSERT_EQ(a[i].second.nbytes(), b[i].second.nbytes());
+    EXPECT_EQ(std::memcmp(a[i].second.raw(), b[i].second.raw(), a[i].second.nbytes()), 0) << a[i].first;
+  }
+}
+
+void expect_matches(const CheckpointState& loaded, const CheckpointState& saved) {
+  expect_bitwise_equal(loaded.parameters, saved.parameters);
+  expect_bitwise_equal(loaded.optimizer, saved.optimizer);
+  EXPECT_EQ(loaded.step, saved.step);
+  EXPECT_EQ(loaded.optimizer_step, saved.optimizer_step);
+  EXPECT_EQ(loaded.tokens_seen, saved.tokens_seen);
+  EXPECT_EQ(loaded.data_cursor, saved.data_cursor);
+  EXPECT_EQ(loaded.rng_seed, saved.rng_seed);
+  EXPECT_EQ(loaded.rng_offset, saved.rng_offset);
+  EXPECT_EQ(loaded.config, saved.config);
+  EXPECT_EQ(loaded.tokenizer, saved.tokenizer);
+  EXPECT_EQ(loaded.counters, saved.counters);
+}
+
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Checkpoint, RoundTripIsBitwise) {
+  CheckpointDir dir(fresh_dir("roundtrip") + "/nested/checkpoints");
+  CheckpointState s = make_state(40);
+  s.parameters.emplace_back("scalar_f64", Tensor::full({}, -0.1, DType::F64));
+  s.parameters.emplace_back("ids_i64", Tensor::from_vector(std::vector<int64_t>{-5, 1LL << 40, 7}, {3}));
+  s.parameters[0].second.data<float>()[3] = std::nanf("");  // NaN bits survive too
+  s.config = std::string(100000, 'x');                        // larger than an attribute may be
+  const std::string path = dir.save(s);
+  EXPECT_EQ(path, dir.dir() + "/step_00000040.h5");
+  expect_matches(load_checkpoint(path), s);
+  const CheckpointState weights_only = load_checkpoint(path, /*with_optimizer=*/false);
+  EXPECT_TRUE(weights_only.optimizer.empty());
+  expect_bitwise_equal(weights_only.parameters, s.parameters);
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{40}));
+}
+
+TEST(Checkpoint, RejectsOtherFilesAndFormats) {
+  const std::string dir = fresh_dir("format");
+  CheckpointDir cd(dir);
+  std::ofstream(dir + "/text.h5") << "not hdf5";
+  EXPECT_NE(error_of([&] { load_checkpoint(dir + "/text.h5"); }).find("not a readable HDF5 file"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir + "/missing.h5"); }).find("missing.h5"), std::string::npos);
+  EXPECT_EQ(CheckpointDir::parse_name("step_00000040.h5"), std::optional<int64_t>(40));
+  EXPECT_EQ(CheckpointDir::parse_name("step_00000040.h5.tmp-123"), std::nullopt);
+  EXPECT_EQ(CheckpointDir::parse_name("step_x.h5"), std::nullopt);
+  EXPECT_EQ(CheckpointDir::parse_name("step_.h5"), std::nullopt);
+}
+
+TEST(Checkpoint, TemporaryLeftoversAreIgnoredAndStaleOnesRemoved) {
+  CheckpointDir dir(fresh_dir("tmp"));
+  dir.save(make_state(10));
+  // A leftover of a dead writer (pid 2^22+1 exceeds pid_max on default kernels: not running),
+  // and one of a live process (ours): ignored both, only the dead one deleted.
+  const std::string dead = dir.path_for(20) + ".tmp-4194305", live = dir.path_for(30) + ".tmp-" + std::to_string(getpid());
+  std::ofstream(dead) << "half written";
+  std::ofstream(live) << "being written";
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{10}));
+  EXPECT_EQ(dir.latest()->step, 10);
+  struct stat st;
+  EXPECT_NE(stat(dead.c_str(), &st), 0);
+  EXPECT_EQ(stat(live.c_str(), &st), 0);
+  std::remove(live.c_str());
+}
+
+TEST(Checkpoint, TruncatedOrCorruptNewestIsSkipped) {
+  CheckpointDir dir(fresh_dir("truncated"));
+  dir.save(make_state(2));
+  dir.save(make_state(4, 301));  // big enough that truncation cuts into tensor data
+  dir.save(make_state(6));
+  const std::string newest = dir.path_for(6);
+  struct stat st;
+  ASSERT_EQ(stat(newest.c_str(), &st), 0);
+  ASSERT_EQ(truncate(newest.c_str(), st.st_size / 2), 0);
+  std::vector<std::string> warnings;
+  auto latest = dir.latest(&warnings);
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->step, 4);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step_00000006.h5"), std::string::npos) << warnings[0];
+  expect_matches(load_checkpoint(latest->path), make_state(4, 301));
+  // Garbage under a final name is skipped the same way; a truncated file also fails to load.
+  std::ofstream(dir.path_for(8)) << "garbage";
+  EXPECT_EQ(dir.latest()->step, 4);
+  EXPECT_FALSE(error_of([&] { load_checkpoint(newest); }).empty());
+  // Truncating inside the data of the step-4 file (keeping the HDF5 superblock end) is caught too.
+  ASSERT_EQ(stat(dir.path_for(4).c_str(), &st), 0);
+  ASSERT_EQ(truncate(dir.path_for(4).c_str(), st.st_size - 2000), 0);
+  EXPECT_EQ(dir.latest()->step, 2);
+}
+
+TEST(Checkpoint, RetentionKeepsLastKAndEveryMth) {
+  EXPECT_EQ(checkpoint_steps_to_keep({10, 20, 30, 40, 50, 60, 70}, 2, 30), (std::vector<int64_t>{30, 60, 70}));
+  EXPECT_EQ(checkpoint_steps_to_keep({10, 20, 30}, 0, 0), (std::vector<int64_t>{10, 20, 30}));
+  EXPECT_EQ(checkpoint_steps_to_keep({10, 20, 30}, 5, 0), (std::vector<int64_t>{10, 20, 30}));
+  EXPECT_EQ(checkpoint_steps_to_keep({}, 2, 10), (std::vector<int64_t>{}));
+  CheckpointDir dir(fresh_dir("retention"));
+  for (int64_t step = 5; step <= 50; step += 5) {
+    dir.save(make_state(step));
+    dir.prune(3, 20);
+  }
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{20, 40, 45, 50}));
+  EXPECT_EQ(dir.prune(1, 0), (std::vector<int64_t>{20, 40, 45}));
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{50}));
+}
+
+TEST(Checkpoint, UnwritableDirectoryIsAClearErrorAndKeepsOldFiles) {
+  const std::string root = fresh_dir("unwritable");
+  CheckpointDir dir(root);
+  dir.save(make_state(10));
+  // A path through a regular file: the directory cannot exist.
+  std::ofstream(root + "/plainfile") << "x";
+  const std::string message = error_of([&] { CheckpointDir bad(root + "/plainfile/checkpoints"); });
+  EXPECT_NE(message.find("plainfile"), std::string::npos) << message;
+  expect_matches(load_checkpoint(dir.path_for(10)), make_state(10));
+}
+
+TEST(Checkpoint, PermissionDeniedIsAClearErrorAndKeepsOldFiles) {
+  const std::string root = fresh_dir("readonly");
+  CheckpointDir dir(root);
+  dir.save(make_state(10));
+  // A directory without write permission (root ignores permissions: then this part is skipped).
+  ASSERT_EQ(chmod(root.c_str(), 0555), 0);
+  const std::string probe = root + "/probe";
+  const bool permissions_enforced = !std::ofstream(probe);
+  std::remove(probe.c_str());
+  if (permissions_enforced) {
+    const std::string e = error_of([&] { dir.save(make_state(20)); });
+    EXPECT_NE(e.find("step_00000020.h5"), std::string::npos) << e;
+    EXPECT_NE(e.find("Permission denied"), std::string::npos) << e;
+    EXPECT_NE(e.find("earlier checkpoints are kept"), std::string::npos) << e;
+  }
+  chmod(root.c_str(), 0755);
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{10}));
+  expect_matches(load_checkpoint(dir.path_for(10)), make_state(10));
+  if (!permissions_enforced) GTEST_SKIP() << "running as root: permission part not enforceable";
+}
+
+TEST(Checkpoint, DiskFullIsAClearErrorAndKeepsOldFiles) {
+  // RLIMIT_FSIZE makes writes past the limit fail with EFBIG, as a full disk fails with ENOSPC.
+  CheckpointDir dir(fresh_dir("full"));
+  dir.save(make_state(10));
+  rlimit old_limit;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old_limit;
+  small.rlim_cur = 16 * 1024;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const std::string e = error_of([&] { dir.save(make_state(20, 2000)); });  // ~56 KB of tensors
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(e.find("step_00000020.h5"), std::string::npos) << e;
+  EXPECT_NE(e.find("earlier checkpoints are kept"), std::string::npos) << e;
+  EXPECT_EQ(dir.list(), (std::vector<int64_t>{10}));
+  struct stat st;
+  EXPECT_NE(stat((dir.path_for(20) + ".tmp-" + std::to_string(getpid())).c_str(), &st), 0);  // cleaned up
+  expect_matches(load_checkpoint(dir.latest()->path), make_state(10));
+}
+
+TEST(Checkpoint, SigkillDuringSavesNeverLeavesABadLatest) {
+  const std::string root = fresh_dir("sigkill");
+  CheckpointDir dir(root);
+  std::mt19937 rng(7);
+  int rounds_with_leftover = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0; round < 20; ++round) {
+    const auto before = dir.latest();
+    const int64_t first_step = before ? before->step + 1 : 1;
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {  // writer: saves and prunes as fast as it can until killed
+      try {
+        for (int64_t step = first_step;; ++step) {
+          dir.save(make_state(step, 20000));  // ~1.7 MB per file
+          dir.prune(2, 0);
+        }
+      } catch (...) {
+      }
+      _exit(3);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 80)(rng)));
+    ASSERT_EQ(kill(child, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer exited by itself (status " << status << ")";
+    for (int64_t s = first_step; s < first_step + 1000; ++s) {
+      struct stat st;
+      if (stat((dir.path_for(s) + ".tmp-" + std::to_string(child)).c_str(), &st) == 0) {
+        ++rounds_with_leftover;
+        break;
+      }
+    }
+    const auto latest = dir.latest();
+    if (!latest) continue;  // killed before the first save completed
+    CheckpointState loaded;
+    ASSERT_NO_THROW(loaded = load_checkpoint(latest->path)) << latest->path;
+    expect_matches(loaded, make_state(latest->step, 20000));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_TRUE(dir.latest().has_value());
+  std::printf("20 kill rounds in %.1f s, %d killed mid-write, newest step %lld\n", seconds, rounds_with_leftover,
+              static_cast<long long>(dir.latest()->step));
+}
+
+}  // namespace
+}  // namespace tstl
