@@ -6,13 +6,18 @@
 // Every test is skipped where no CUDA device is present (and compiles in the CPU-only build).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "common/gradcheck.h"
 #include "layers/coca.h"
+#include "layers/flash_attention.h"
+#include "layers/heads.h"
 #include "layers/keynorm.h"
+#include "layers/linear.h"
+#include "layers/norm.h"
 #include "layers/rope.h"
 
 namespace tstl {
@@ -163,6 +168,112 @@ TEST(GpuLayers, CocaPartsMatchCpu) {
       }
     }
   }
+}
+
+// ---- Norms -----------------------------------------------------------------------------------
+
+TEST(GpuLayers, NormsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  // Rows not a multiple of 8 (rows per block), C below, at and above a warp, and more than 64
+  // rows so the parameter gradients take several row chunks.
+  const Shape shapes[] = {{3, 5, 37}, {7, 100}, {2, 1}, {130, 32}};
+  for (DType dtype : kDtypes) {
+    for (const Shape& shape : shapes) {
+      const Shape row{shape.back()};
+      const DeviceOp ln = [](const std::vector<Tensor>& in, Device) { return layer_norm(in[0], in[1], in[2]); };
+      const DeviceOp rms = [](const std::vector<Tensor>& in, Device) { return rms_norm(in[0], in[1]); };
+      expect_parity("layer_norm " + shape_str(shape), ln, random_inputs({shape, row, row}, 4, dtype), dtype);
+      expect_parity("rms_norm " + shape_str(shape), rms, random_inputs({shape, row}, 5, dtype), dtype);
+    }
+  }
+}
+
+// ---- Heads -----------------------------------------------------------------------------------
+
+TEST(GpuLayers, SplitAndMergeHeadsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t batch = 2, tokens = 5, heads = 3, head_dim = 7;
+  for (DType dtype : kDtypes) {
+    for (int which = 0; which < 3; ++which) {
+      const DeviceOp split = [which](const std::vector<Tensor>& in, Device) { return split_heads(in[0], heads, which); };
+      expect_parity("split_heads " + std::to_string(which), split,
+                    random_inputs({{batch, tokens, 3 * heads * head_dim}}, 6, dtype), dtype);
+    }
+    const DeviceOp merge = [](const std::vector<Tensor>& in, Device) { return merge_heads(in[0]); };
+    expect_parity("merge_heads", merge, random_inputs({{batch, heads, tokens, head_dim}}, 7, dtype), dtype);
+  }
+}
+
+// ---- Linear and MLP (core gemm / elementwise kernels under the layer ops) --------------------
+
+TEST(GpuLayers, LinearAndMlpMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  for (DType dtype : kDtypes) {
+    const DeviceOp lin = [](const std::vector<Tensor>& in, Device) { return linear(in[0], in[1], in[2]); };
+    expect_parity("linear", lin, random_inputs({{2, 5, 7}, {9, 7}, {9}}, 8, dtype, 0.5), dtype);
+    const DeviceOp mlp = [](const std::vector<Tensor>& in, Device) {
+      return gelu_mlp(in[0], in[1], in[2], in[3], in[4]);
+    };
+    expect_parity("gelu_mlp", mlp, random_inputs({{3, 5, 6}, {11, 6}, {11}, {6, 11}, {6}}, 9, dtype, 0.5), dtype);
+  }
+}
+
+// ---- Flash attention -------------------------------------------------------------------------
+
+struct FlashCase {
+  int64_t batch, heads, n_queries, n_keys, head_dim;
+  bool alibi, logn;
+  int64_t query_offset;  // -1: M - N
+};
+
+TEST(GpuLayers, FlashAttentionMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  // Partial tiles on both axes, every flag combination, N < M (decoding against a cache), an
+  // explicit offset, and each compiled head-dim bucket (64, 128, 256) with padded dims.
+  const FlashCase cases[] = {
+      {2, 3, 37, 37, 16, false, false, -1}, {1, 2, 70, 70, 64, true, false, -1},
+      {2, 2, 45, 45, 24, false, true, -1},  {1, 3, 33, 33, 40, true, true, -1},
+      {2, 2, 1, 9, 64, true, true, -1},     {1, 2, 13, 50, 10, false, false, -1},
+      {1, 1, 20, 31, 8, true, false, 4},    {1, 2, 29, 29, 100, false, false, -1},
+      {1, 1, 19, 19, 200, true, true, -1},
+  };
+  for (DType dtype : kDtypes) {
+    for (const FlashCase& c : cases) {
+      const std::string what = "flash B" + std::to_string(c.batch) + " H" + std::to_string(c.heads) + " N" +
+                               std::to_string(c.n_queries) + " M" + std::to_string(c.n_keys) + " d" +
+                               std::to_string(c.head_dim) + (c.alibi ? " alibi" : "") + (c.logn ? " logn" : "");
+      const DeviceOp op = [&c](const std::vector<Tensor>& in, Device device) {
+        AttentionOptions opt;
+        opt.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+        opt.query_offset = c.query_offset;
+        if (c.alibi) {
+          std::vector<float> slopes;
+          for (int64_t h = 0; h < c.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+          opt.alibi_slopes = Tensor::from_vector(slopes, {c.heads}).to(device);
+        }
+        if (c.logn) opt.logn = logn_factors(c.n_keys - c.n_queries, c.n_queries, 8, false, DType::F32, device);
+        return flash_attention(in[0], in[1], in[2], opt);
+      };
+      const Shape q_shape{c.batch, c.heads, c.n_queries, c.head_dim}, kv_shape{c.batch, c.heads, c.n_keys, c.head_dim};
+      expect_parity(what, op, random_inputs({q_shape, kv_shape, kv_shape}, 10, dtype), dtype);
+    }
+  }
+}
+
+TEST(GpuLayers, FlashAttentionIsDeterministic) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const Shape shape{2, 2, 77, 64};
+  const std::vector<Tensor> inputs = random_inputs({shape, shape, shape}, 11, DType::F32);
+  const Tensor g = random_input(shape, 12, 1.0, false).to(DType::F32);
+  const DeviceOp op = [](const std::vector<Tensor>& in, Device) {
+    AttentionOptions opt;
+    opt.scale = 0.125;
+    return flash_attention(in[0], in[1], in[2], opt);
+  };
+  const OpRun first = run_op(op, inputs, g, DType::F32, Device::CUDA);
+  const OpRun second = run_op(op, inputs, g, DType::F32, Device::CUDA);
+  EXPECT_EQ(first.out.to_vector<float>(), second.out.to_vector<float>());
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(first.grads[i].to_vector<float>(), second.grads[i].to_vector<float>()) << i;
 }
 
 }  // namespace
