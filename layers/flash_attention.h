@@ -52,16 +52,18 @@ int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v
 // ---- Kernel parameters --------------------------------------------------------------------------
 
 // Pointers, strides (in elements) and sizes of one flash call, after FlashAttention-2's
-// Flash_fwd_params / Flash_bwd_params. T is the element type (float, double).
-template <class T>
+// Flash_fwd_params / Flash_bwd_params. T is the element type (float, double; bf16 on CUDA) and
+// S the type of the per-row/per-head statistics and constants (LSE, slopes, log-n): T itself on
+// the CPU, float for bf16 activations on CUDA.
+template <class T, class S = T>
 struct FlashParams {
   const T* q = nullptr;  // (B, H, N, d)
   const T* k = nullptr;  // (B, H, M, d)
   const T* v = nullptr;  // (B, H, M, d)
   T* o = nullptr;        // (B, H, N, d)
-  T* lse = nullptr;      // (B, H, N) row log-sum-exp of S
-  const T* alibi_slopes = nullptr;  // (H) when has_alibi
-  const T* logn = nullptr;          // (N) when has_logn
+  S* lse = nullptr;      // (B, H, N) row log-sum-exp of S
+  const S* alibi_slopes = nullptr;  // (H) when has_alibi
+  const S* logn = nullptr;          // (N) when has_logn
   // Backward only.
   const T* d_o = nullptr;  // (B, H, N, d) dL/dO
   T* dq = nullptr;         // (B, H, N, d)
@@ -101,16 +103,16 @@ TSTL_HD int64_t flash_key_end(int64_t query_offset, int64_t row_end, int64_t n_k
 }
 
 // The factor multiplying q_n . k_j for query row n: scale, times logn[n] when present.
-template <bool HasLogn, class Acc, class T>
-TSTL_HD Acc flash_row_scale(const FlashParams<T>& params, int64_t n) {
+template <bool HasLogn, class Acc, class T, class S>
+TSTL_HD Acc flash_row_scale(const FlashParams<T, S>& params, int64_t n) {
   const Acc scale = static_cast<Acc>(params.scale);
   if constexpr (HasLogn) return scale * static_cast<Acc>(params.logn[n]);
   return scale;
 }
 
 // The ALiBi slope of head h (0 without ALiBi).
-template <bool HasAlibi, class Acc, class T>
-TSTL_HD Acc flash_head_slope(const FlashParams<T>& params, int64_t h) {
+template <bool HasAlibi, class Acc, class T, class S>
+TSTL_HD Acc flash_head_slope(const FlashParams<T, S>& params, int64_t h) {
   if constexpr (HasAlibi) return static_cast<Acc>(params.alibi_slopes[h]);
   return Acc(0);
 }
@@ -162,6 +164,18 @@ template <class Acc>
 TSTL_HD Acc flash_dot_grad(Acc p, Acc dp, Acc delta, Acc row_scale) {
   return p * (dp - delta) * row_scale;
 }
+
+// ---- CUDA kernels (layers/flash_attention_cuda.cu) ----------------------------------------------
+// q (B, H, N, d), k, v (B, H, M, d) in f32 or bf16 with d <= 256; slopes (H) and logn (N) f32 or
+// undefined; o (B, H, N, d) in q's dtype and lse (B, H, N) f32, written. The tile sizes are the
+// kernels' own (FlashTiles shapes only the CPU kernel). Backward writes dq, dk, dv (=) in q's dtype.
+namespace kernels {
+void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
+                        int64_t query_offset, double scale, Tensor& o, Tensor& lse);
+void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
+                         int64_t query_offset, double scale, const Tensor& o, const Tensor& lse, const Tensor& d_o,
+                         Tensor& dq, Tensor& dk, Tensor& dv);
+}  // namespace kernels
 
 }  // namespace tstl
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/kernels.h"
 #include "layers/flash_attention.h"
 
 namespace tstl {
@@ -274,7 +275,27 @@ void run_backward(const FlashParams<T>& p) {
   });
 }
 
-// The constant per-head / per-row tensors in the inputs' dtype (a copy only when it differs).
+// The CUDA kernels (layers/flash_attention_cuda.cu) take the tensors themselves.
+void run_forward_cuda(FlashTensors& t, int64_t query_offset, double scale) {
+#ifdef TSTL_WITH_CUDA
+  kernels::flash_forward_cuda(t.q, t.k, t.v, t.slopes, t.logn, query_offset, scale, t.o, t.lse);
+#else
+  (void)t, (void)query_offset, (void)scale;
+  kernels::cuda_not_compiled("flash_attention");
+#endif
+}
+
+void run_backward_cuda(const FlashTensors& t, int64_t query_offset, double scale, const Tensor& d_o, Tensor& dq,
+                       Tensor& dk, Tensor& dv) {
+#ifdef TSTL_WITH_CUDA
+  kernels::flash_backward_cuda(t.q, t.k, t.v, t.slopes, t.logn, query_offset, scale, t.o, t.lse, d_o, dq, dk, dv);
+#else
+  (void)t, (void)query_offset, (void)scale, (void)d_o, (void)dq, (void)dk, (void)dv;
+  kernels::cuda_not_compiled("flash_attention");
+#endif
+}
+
+// The constant per-head / per-row tensors in the given dtype (a copy only when it differs).
 Tensor as_dtype(const Tensor& t, DType dtype) {
   if (!t.defined()) return Tensor();
   return t.dtype() == dtype ? t.detach() : t.to(dtype);
@@ -286,8 +307,9 @@ int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v
                                const char* op) {
   TSTL_CHECK(q.dim() == 4, op, ": q must be (B, H, N, d), got ", shape_str(q.shape()));
   TSTL_CHECK(k.dim() == 4, op, ": k must be (B, H, M, d), got ", shape_str(k.shape()));
-  TSTL_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64, op, ": expected f32 or f64 tensors, got ",
-             dtype_name(q.dtype()));
+  TSTL_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64 || (q.dtype() == DType::BF16 && q.device() == Device::CUDA),
+             op, ": expected f32 or f64 tensors (bf16 on CUDA), got ", dtype_name(q.dtype()), " on ",
+             device_name(q.device()));
   check_same_dtype(q, k, op);
   check_same_device(q, k, op);
   const int64_t batch = q.size(0), heads = q.size(1), n_queries = q.size(2), head_dim = q.size(3);
@@ -326,21 +348,26 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const int64_t query_offset = check_attention_inputs(q, k, &v, opt, "flash_attention");
   TSTL_CHECK(tiles.block_q >= 1 && tiles.block_k >= 1, "flash_attention: tile sizes (", tiles.block_q, ", ",
              tiles.block_k, ") must be positive");
-  TSTL_CHECK(q.device() == Device::CPU, "flash_attention: no CUDA kernel is built yet; got ",
-             device_name(q.device()), " tensors");
+  const bool on_cuda = q.device() == Device::CUDA;
+  // Statistics and constants: in the inputs' dtype on the CPU, f32 on CUDA (also for bf16).
+  const DType stat_dtype = on_cuda ? DType::F32 : q.dtype();
   FlashTensors t;
   t.q = q.detach();
   t.k = k.detach();
   t.v = v.detach();
-  t.slopes = as_dtype(opt.alibi_slopes, q.dtype());
-  t.logn = as_dtype(opt.logn, q.dtype());
+  t.slopes = as_dtype(opt.alibi_slopes, stat_dtype);
+  t.logn = as_dtype(opt.logn, stat_dtype);
   t.o = Tensor::empty(q.shape(), q.dtype(), q.device());                          // (B, H, N, d)
-  t.lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());  // (B, H, N)
+  t.lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, stat_dtype, q.device());  // (B, H, N)
   const double scale = opt.scale;
-  visit_float(q.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    run_forward(make_params<T>(t, query_offset, scale, tiles));
-  });
+  if (on_cuda) {
+    run_forward_cuda(t, query_offset, scale);
+  } else {
+    visit_float(q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      run_forward(make_params<T>(t, query_offset, scale, tiles));
+    });
+  }
   Tensor out = t.o;
   if (needs_grad({&q, &k, &v})) {
     t.o = t.o.detach();  // the node must not own its own output (a cycle)
@@ -350,6 +377,10 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
       Tensor dq = Tensor::empty(t.q.shape(), t.q.dtype(), t.q.device());  // (B, H, N, d)
       Tensor dk = Tensor::empty(t.k.shape(), t.k.dtype(), t.k.device());  // (B, H, M, d)
       Tensor dv = Tensor::empty(t.v.shape(), t.v.dtype(), t.v.device());  // (B, H, M, d)
+      if (t.q.device() == Device::CUDA) {
+        run_backward_cuda(t, query_offset, scale, grad_out, dq, dk, dv);
+        return std::vector<Tensor>{dq, dk, dv};
+      }
       visit_float(t.q.dtype(), [&](auto tag) {
         using T = decltype(tag);
         FlashParams<T> p = make_params<T>(t, query_offset, scale, tiles);

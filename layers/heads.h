@@ -49,6 +49,9 @@ TSTL_HD int64_t heads_packed_index(const HeadsArgs& a, int64_t b, int64_t h, int
 void heads_gather_cpu(const HeadsArgs& args, const Tensor& packed, Tensor& split);
 // The selected columns of packed (B, N, width) = split (B, H, N, d); other columns untouched.
 void heads_scatter_cpu(const HeadsArgs& args, const Tensor& split, Tensor& packed);
+// The CUDA twins (layers/heads_cuda.cu), any dtype.
+void heads_gather_cuda(const HeadsArgs& args, const Tensor& packed, Tensor& split);
+void heads_scatter_cuda(const HeadsArgs& args, const Tensor& split, Tensor& packed);
 
 }  // namespace kernels
 }  // namespace tstl

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/autograd.h"
+#include "core/kernels.h"
 
 namespace tstl {
 namespace kernels {
@@ -44,17 +45,7 @@ void heads_scatter_cpu(const HeadsArgs& args, const Tensor& split, Tensor& packe
 
 // ---- The autograd ops ------------------------------------------------------------------------
 
-namespace {
-
-void check_cpu(const Tensor& t, const char* op) {
-  TSTL_CHECK(t.device() == Device::CPU, op, ": only the CPU kernel exists so far (input is on ",
-             device_name(t.device()), ")");
-}
-
-}  // namespace
-
 Tensor split_heads(const Tensor& qkv, int64_t heads, int which) {
-  check_cpu(qkv, "split_heads");
   TSTL_CHECK(qkv.dim() == 3, "split_heads: qkv must be (B, N, 3*H*d), got ", shape_str(qkv.shape()));
   TSTL_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, "split_heads: width ", qkv.size(2), " of qkv ",
              shape_str(qkv.shape()), " is not 3 * heads (", heads, ") * head_dim");
@@ -65,12 +56,12 @@ Tensor split_heads(const Tensor& qkv, int64_t heads, int which) {
   args.width = qkv.size(2), args.group = 3 * args.head_dim, args.offset = which * args.head_dim;
   Tensor out =
       Tensor::empty({args.batch, heads, args.tokens, args.head_dim}, qkv.dtype(), qkv.device());  // (B, H, N, d)
-  kernels::heads_gather_cpu(args, qkv, out);
+  TSTL_ON_DEVICE(qkv, heads_gather, args, qkv, out);
   if (needs_grad({&qkv})) {
     const Shape qkv_shape = qkv.shape();
     record(out, "split_heads", {qkv}, [args, qkv_shape](const Tensor& g) {  // g (B, H, N, d)
       Tensor dqkv = Tensor::zeros(qkv_shape, g.dtype(), g.device());        // (B, N, 3*H*d)
-      kernels::heads_scatter_cpu(args, g, dqkv);
+      TSTL_ON_DEVICE(g, heads_scatter, args, g, dqkv);
       return std::vector<Tensor>{dqkv};
     });
   }
@@ -78,18 +69,17 @@ Tensor split_heads(const Tensor& qkv, int64_t heads, int which) {
 }
 
 Tensor merge_heads(const Tensor& x) {
-  check_cpu(x, "merge_heads");
   TSTL_CHECK(x.dim() == 4, "merge_heads: x must be (B, H, N, d), got ", shape_str(x.shape()));
   kernels::HeadsArgs args;
   args.batch = x.size(0), args.heads = x.size(1), args.tokens = x.size(2), args.head_dim = x.size(3);
   args.width = args.heads * args.head_dim, args.group = args.head_dim, args.offset = 0;
   Tensor out = Tensor::empty({args.batch, args.tokens, args.width}, x.dtype(), x.device());  // (B, N, H*d)
-  kernels::heads_scatter_cpu(args, x, out);  // every column is written: no zeroing needed
+  TSTL_ON_DEVICE(x, heads_scatter, args, x, out);  // every column is written: no zeroing needed
   if (needs_grad({&x})) {
     const Shape x_shape = x.shape();
     record(out, "merge_heads", {x}, [args, x_shape](const Tensor& g) {  // g (B, N, H*d)
       Tensor dx = Tensor::empty(x_shape, g.dtype(), g.device());        // (B, H, N, d)
-      kernels::heads_gather_cpu(args, g, dx);
+      TSTL_ON_DEVICE(g, heads_gather, args, g, dx);
       return std::vector<Tensor>{dx};
     });
   }

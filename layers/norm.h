@@ -95,6 +95,12 @@ void norm_forward_cpu(const NormArgs& args, const Tensor& x, const Tensor& gain,
 // Writes dx (R, C), dgain (C) and dbias (C); any of them may be undefined and is then skipped.
 void norm_backward_cpu(const NormArgs& args, const Tensor& x, const Tensor& gain, const Tensor& mean,
                        const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dgain, Tensor& dbias);
+// The CUDA twins (layers/norm_cuda.cu): f32, bf16 or f64 activations; mean and rstd are f32 for
+// bf16 (the compute dtype), x's dtype otherwise; fp32 accumulation for f32 and bf16.
+void norm_forward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gain, const Tensor& bias, Tensor& y,
+                       Tensor& mean, Tensor& rstd);
+void norm_backward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gain, const Tensor& mean,
+                        const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dgain, Tensor& dbias);
 
 }  // namespace kernels
 }  // namespace tstl

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "core/kernels.h"
 
 namespace tstl {
 namespace kernels {
@@ -110,10 +111,9 @@ void norm_backward_cpu(const NormArgs& args, const Tensor& x, const Tensor& gain
 namespace {
 
 void check_norm_inputs(const Tensor& x, const Tensor& gain, const Tensor& bias, double eps, const char* op) {
-  TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": expected x of dtype f32 or f64, got ",
-             dtype_name(x.dtype()));
-  TSTL_CHECK(x.device() == Device::CPU, op, ": only the CPU kernel exists so far (x is on ", device_name(x.device()),
-             ")");
+  TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64 || (x.dtype() == DType::BF16 && x.device() == Device::CUDA),
+             op, ": expected x of dtype f32 or f64 (bf16 on CUDA), got ", dtype_name(x.dtype()), " on ",
+             device_name(x.device()));
   TSTL_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": x must be (..., C) with C > 0, got ", shape_str(x.shape()));
   TSTL_CHECK(eps >= 0.0, op, ": eps must be >= 0, got ", eps);
   const Shape row{x.size(-1)};
@@ -135,9 +135,11 @@ Tensor norm(const Tensor& x, const Tensor& gain, const Tensor& bias, double eps,
   args.eps = eps;
   args.centered = centered;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());                             // (..., C)
-  Tensor mean = centered ? Tensor::empty({args.rows}, x.dtype(), x.device()) : Tensor();  // (R)
-  Tensor rstd = Tensor::empty({args.rows}, x.dtype(), x.device());                        // (R)
-  kernels::norm_forward_cpu(args, x, gain, bias, y, mean, rstd);
+  // Statistics in the compute dtype: f32 for bf16 activations, x's dtype otherwise.
+  const DType stat_dtype = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  Tensor mean = centered ? Tensor::empty({args.rows}, stat_dtype, x.device()) : Tensor();  // (R)
+  Tensor rstd = Tensor::empty({args.rows}, stat_dtype, x.device());                        // (R)
+  TSTL_ON_DEVICE(x, norm_forward, args, x, gain, bias, y, mean, rstd);
   if (!needs_grad({&x, &gain, &bias})) return y;
   const bool gx = x.requires_grad(), gg = gain.requires_grad(), gb = bias.defined() && bias.requires_grad();
   const Tensor saved_x = x.detach(), saved_gain = gain.detach();
@@ -145,7 +147,7 @@ Tensor norm(const Tensor& x, const Tensor& gain, const Tensor& bias, double eps,
     Tensor dx = gx ? Tensor::empty(saved_x.shape(), dy.dtype(), dy.device()) : Tensor();        // (..., C)
     Tensor dgain = gg ? Tensor::empty(saved_gain.shape(), dy.dtype(), dy.device()) : Tensor();  // (C)
     Tensor dbias = gb ? Tensor::empty(saved_gain.shape(), dy.dtype(), dy.device()) : Tensor();  // (C)
-    kernels::norm_backward_cpu(args, saved_x, saved_gain, mean, rstd, dy, dx, dgain, dbias);
+    TSTL_ON_DEVICE(dy, norm_backward, args, saved_x, saved_gain, mean, rstd, dy, dx, dgain, dbias);
     return std::vector<Tensor>{dx, dgain, dbias};
   });
   return y;
