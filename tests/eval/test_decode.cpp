@@ -83,6 +83,26 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// The comparison above can fail: under dynamic NTK, tables built for each chunk's own total
+// length (total_len = 0: past + current) rotate the cached keys differently.
+TEST(KVCache, PerChunkDynamicTablesDifferFromTheFullForward) {
+  const ModelConfig c = tiny_config(Variant::Rope);
+  Decoder model(c, DType::F64);
+  model.initialize(3);
+  const std::vector<int32_t> ids = test_tokens(9, c.vocab_size, 1);
+  NoGradGuard no_grad;
+  ForwardOptions full = forward_options_for(c, parse_scaling("dynamic-ntk:2"));
+  const std::vector<double> expected = model.forward(Tensor::from_vector(ids, {1, 9}), full).to_vector<double>();
+  KVCache cache;
+  ForwardOptions step = full;
+  step.cache = &cache;
+  model.forward(Tensor::from_vector(std::vector<int32_t>(ids.begin(), ids.begin() + 8), {1, 8}), step);
+  const std::vector<double> last = model.forward(Tensor::from_vector(std::vector<int32_t>{ids[8]}, {1, 1}), step).to_vector<double>();
+  double diff = 0;
+  for (size_t i = 0; i < last.size(); ++i) diff = std::max(diff, std::fabs(last[i] - expected[8 * last.size() + i]));
+  EXPECT_GT(diff, 1e-6);
+}
+
 TEST(Generate, GreedyFollowsRepeatedFullForwards) {
   for (Variant v : {Variant::Rope, Variant::Alibi, Variant::Coca}) {
     const ModelConfig c = tiny_config(v);
