@@ -198,6 +198,7 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
     v = cv;
   }
   attn.query_offset = past;
+  if (options.capture) options.capture->push_back({q.detach(), k.detach(), attn});
   Tensor o = flash_attention(q, k, v, attn);  // (B, H, N, d)
   return linear(merge_heads(o), parameter(p + "dense.weight"), optional_parameter(*this, p + "dense.bias"));
 }

@@ -18,6 +18,7 @@
 
 #include "core/tensor.h"
 #include "layers/alibi.h"
+#include "layers/flash_attention.h"
 #include "layers/rope.h"
 
 namespace tstl {
@@ -53,6 +54,14 @@ struct KVCache {
   }
 };
 
+// One layer's attention inputs after the prologue, for analysis (`tstl eval attention`): q
+// (B, H, N, d), k (B, H, M, d) (cached keys included) and the options flash_attention got, so
+// that layers/attention_reference.h reproduces the layer's scores and probabilities.
+struct AttentionCapture {
+  Tensor q, k;
+  AttentionOptions options;
+};
+
 // Inference-time settings; the defaults reproduce training.
 struct ForwardOptions {
   RopeOptions rope;          // base is taken from the model config; scaling from here
@@ -60,6 +69,7 @@ struct ForwardOptions {
   bool logn_inference = false;  // apply max(1, log(p+1)/log(L_train)) on a model not trained with log-n
   int64_t total_len = 0;     // the length dynamic methods scale for (0: past + current tokens)
   KVCache* cache = nullptr;  // when set, keys/values are appended and attention covers them all
+  std::vector<AttentionCapture>* capture = nullptr;  // when set, one entry per layer is appended
 };
 
 class Decoder {

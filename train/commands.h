@@ -14,5 +14,11 @@ int command_info(const Args& args);
 int command_train(const Args& args);
 int command_prepare(const Args& args);
 int command_tokenizer(const Args& args);
+int command_eval(const Args& args);  // dispatches to the three below: tstl eval ppl|passkey|attention
+int command_eval_ppl(const Args& args);
+int command_eval_passkey(const Args& args);
+int command_eval_attention(const Args& args);
+int command_generate(const Args& args);
+int command_report(const Args& args);
 
 }  // namespace tstl

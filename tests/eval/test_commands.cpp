@@ -1,0 +1,129 @@
+// The eval commands end to end through the `tstl` binary, on a checkpoint of a zero model (all
+// logits equal: NLL = log V, uniform attention) written with save_checkpoint.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/data_test_util.h"
+#include "layers/decoder.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/model_config.h"
+#include "train/report.h"
+
+namespace fs = std::filesystem;
+
+namespace tstl {
+namespace {
+
+using test::run_tstl;
+
+JsonValue read_json(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return parse_json(s.str(), p.string());
+}
+
+class EvalCommands : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char buf[] = "/tmp/tstl_eval_cmd_XXXXXX";
+    dir_ = mkdtemp(buf);
+    Config cfg;
+    for (const auto& [k, v] : std::vector<std::pair<const char*, const char*>>{
+             {"model.variant", "rope"}, {"model.layers", "1"}, {"model.hidden", "12"}, {"model.heads", "3"},
+             {"model.ffn", "20"}, {"model.vocab_size", "259"}, {"model.train_len", "8"}, {"data.tokenizer", "byte"}})
+      cfg.set(k, v, "test");
+    Decoder model(model_config_from(cfg));  // parameters zero
+    CheckpointState state;
+    state.parameters = model.named_parameters();
+    state.config = cfg.dump();
+    state.tokenizer = "byte:259";
+    state.step = 5;
+    checkpoint_ = (dir_ / "run" / "checkpoints" / "step_00000005.h5").string();
+    fs::create_directories(dir_ / "run" / "checkpoints");
+    fs::create_directories(dir_ / "run" / "eval");
+    save_checkpoint(checkpoint_, state);
+    fs::create_directories(dir_ / "text");
+    std::ofstream(dir_ / "text" / "a.txt") << "Call me Ishmael. Some years ago, never mind how long precisely.";  // 63 bytes
+    std::ofstream(dir_ / "text" / "b.txt") << "Short.";                                                               // 6 bytes
+    const auto prep = run_tstl("prepare --input " + (dir_ / "text").string() + " --output " +
+                               (dir_ / "tokens.h5").string() + " --val-fraction 0");
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+  std::string checkpoint_;
+};
+
+TEST_F(EvalCommands, PplPasskeyGenerateAttentionReport) {
+  const std::string ck = " --checkpoint " + checkpoint_;
+  const fs::path ppl = dir_ / "run" / "eval" / "ppl.json";
+  auto r = run_tstl("eval ppl" + ck + " --data " + (dir_ / "tokens.h5").string() +
+                    " --split train --lengths 8,13,100 --stride 5 --by-position --json " + ppl.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const JsonValue j = read_json(ppl);
+  EXPECT_EQ(j.get_string("variant"), "rope");
+  EXPECT_EQ(j.get_number("train_len"), 8);
+  ASSERT_EQ(j.get_array("results").array.size(), 3u);
+  for (const JsonValue& res : j.get_array("results").array) {
+    EXPECT_EQ(res.get_number("tokens"), (63 + 1 - 1) + (6 + 1 - 1));  // EOS included, first token unscored
+    EXPECT_NEAR(res.get_number("nll"), std::log(259.0), 1e-6);
+    EXPECT_EQ(res.get_array("position_loss").array.size(), static_cast<size_t>(res.get_number("length")));
+  }
+  // Offsets cut documents: 63 + EOS - 10 = 54 tokens of a, b dropped (7 tokens <= 10).
+  r = run_tstl("eval ppl" + ck + " --data " + (dir_ / "tokens.h5").string() +
+               " --split train --lengths 16 --doc-offset 10 --max-doc-tokens 30 --json " + (dir_ / "cut.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_json(dir_ / "cut.json").get_array("results").array[0].get_number("tokens"), 29);
+
+  r = run_tstl("eval ppl" + ck + " --data " + (dir_ / "tokens.h5").string() +
+               " --split train --lengths 8 --scaling ntk-alibi:2 --json " + (dir_ / "x.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("applies to alibi, but the checkpoint's variant is rope"), std::string::npos) << r.output;
+
+  const fs::path passkey = dir_ / "run" / "eval" / "passkey.json";
+  r = run_tstl("eval passkey" + ck + " --lengths 250 --cases 2 --scaling dynamic-ntk:2 --json " + passkey.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const JsonValue p = read_json(passkey);
+  EXPECT_EQ(p.get_string("method"), "dynamic-ntk:2");
+  EXPECT_EQ(p.get_array("results").array[0].get_number("accuracy"), 0.0);  // id 0 forever: no digits
+
+  r = run_tstl("generate" + ck + " --prompt Hello --max-tokens 3 --temperature 0.7 --top-k 5 --seed 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("Hello", 0), 0u) << r.output;
+
+  std::ofstream(dir_ / "in.txt") << "abcdefgh";
+  r = run_tstl("eval attention" + ck + " --text " + (dir_ / "in.txt").string() + " --layers 0 --max-tokens 5 --json " +
+               (dir_ / "att.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const JsonValue a = read_json(dir_ / "att.json");
+  const JsonValue& probs = a.get_array("layers").array[0].get_array("probabilities");
+  ASSERT_EQ(probs.array.size(), 3u);               // heads
+  ASSERT_EQ(probs.array[0].array.size(), 5u);      // queries
+  EXPECT_NEAR(probs.array[2].array[2].array[1].number, 1.0 / 3.0, 1e-7);  // q = k = 0: uniform over 3 keys
+  EXPECT_EQ(probs.array[2].array[2].array[3].number, 0.0);                 // masked
+  EXPECT_EQ(a.get_array("layers").array[0].get_array("scores").array[0].array[0].array[1].type,
+            JsonValue::Type::Null);  // -inf
+  r = run_tstl("eval attention" + ck + " --text " + (dir_ / "in.txt").string() + " --layers 0,1 --h5 " +
+               (dir_ / "att.h5").string());
+  EXPECT_EQ(r.exit_code, 1);  // layer 1 does not exist
+  r = run_tstl("eval attention" + ck + " --text " + (dir_ / "in.txt").string() + " --layers 0 --h5 " +
+               (dir_ / "att.h5").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir_ / "att.h5"));
+
+  r = run_tstl("report " + (dir_ / "run").string() + " --output " + (dir_ / "report").string() +
+               " --python /nonexistent");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| run | rope | none | 8 | 259.00 | *259.00* | *259.00* |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| run | rope | dynamic-ntk:2 | 8 | *0.00* |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("plots skipped"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tstl

@@ -1,0 +1,227 @@
+// Sliding-window perplexity and `tstl eval ppl`.
+#include "train/eval_ppl.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "train/generate.h"
+#include "train/report.h"
+
+namespace po = boost::program_options;
+
+namespace tstl {
+
+std::vector<EvalWindow> sliding_windows(int64_t n_tokens, int64_t window, int64_t stride, int64_t doc) {
+  TSTL_CHECK(window >= 1, "sliding_windows: the window must be >= 1, got ", window);
+  TSTL_CHECK(stride >= 1 && stride <= window, "the stride must be in [1, window = ", window, "], got ", stride);
+  std::vector<EvalWindow> windows;
+  const int64_t n = n_tokens - 1;  // predictions
+  int64_t prev_end = 0;
+  for (int64_t begin = 0; n >= 1; begin += stride) {
+    const int64_t end = std::min(begin + window, n);
+    const int64_t start = std::max<int64_t>(0, end - window);
+    windows.push_back({doc, start, end - start, prev_end - start});
+    prev_end = end;
+    if (end == n) break;
+  }
+  return windows;
+}
+
+std::vector<std::vector<int32_t>> select_documents(const TokenSplit& split, const DocumentSelection& s) {
+  TSTL_CHECK(s.doc_offset >= 0 && s.max_doc_tokens >= 0 && s.max_docs >= 0,
+             "--doc-offset, --max-doc-tokens and --max-docs must be >= 0");
+  std::vector<std::vector<int32_t>> docs;
+  for (int64_t d = 0; d < split.n_documents(); ++d) {
+    if (s.max_docs > 0 && static_cast<int64_t>(docs.size()) == s.max_docs) break;
+    const int64_t begin = static_cast<int64_t>(split.doc_offsets[static_cast<size_t>(d)]) + s.doc_offset;
+    int64_t end = static_cast<int64_t>(split.doc_offsets[static_cast<size_t>(d) + 1]);
+    if (s.max_doc_tokens > 0) end = std::min(end, begin + s.max_doc_tokens);
+    if (end - begin < 2) continue;
+    docs.emplace_back(split.tokens.begin() + begin, split.tokens.begin() + end);
+  }
+  TSTL_CHECK(!docs.empty(), "split '", split.name, "' has no document with at least 2 tokens after --doc-offset ",
+             s.doc_offset, " (it has ", split.n_documents(), " documents)");
+  return docs;
+}
+
+PplResult evaluate_ppl(const Decoder& model, const std::vector<std::vector<int32_t>>& docs, int64_t length,
+                       int64_t stride, const ForwardOptions& base, int64_t batch_tokens, bool by_position) {
+  PplResult r;
+  r.length = length;
+  r.stride = stride > 0 ? stride : length;
+  std::map<int64_t, std::vector<EvalWindow>> by_length;  // windows grouped by their length
+  for (size_t d = 0; d < docs.size(); ++d)
+    for (const EvalWindow& w : sliding_windows(static_cast<int64_t>(docs[d].size()), length, r.stride,
+                                               static_cast<int64_t>(d)))
+      by_length[w.length].push_back(w);
+  std::vector<double> position_sum(static_cast<size_t>(length), 0.0);
+  r.position_count.assign(static_cast<size_t>(length), 0);
+  NoGradGuard no_grad;
+  for (const auto& [window_len, windows] : by_length) {
+    const int64_t batch = std::max<int64_t>(1, batch_tokens / window_len);
+    ForwardOptions options = base;
+    options.cache = nullptr;
+    options.total_len = window_len;  // dynamic methods: the table of this window's length
+    for (size_t first = 0; first < windows.size(); first += static_cast<size_t>(batch)) {
+      const size_t count = std::min(windows.size() - first, static_cast<size_t>(batch));
+      const int64_t rows = static_cast<int64_t>(count);
+      std::vector<int32_t> ids(static_cast<size_t>(rows * window_len));      // (B, L)
+      std::vector<int32_t> targets(static_cast<size_t>(rows * window_len));  // (B, L), -1 where not scored
+      for (size_t b = 0; b < count; ++b) {
+        const EvalWindow& w = windows[first + b];
+        const std::vector<int32_t>& doc = docs[static_cast<size_t>(w.doc)];
+        for (int64_t i = 0; i < window_len; ++i) {
+          const size_t at = b * static_cast<size_t>(window_len) + static_cast<size_t>(i);
+          ids[at] = doc[static_cast<size_t>(w.start + i)];
+          targets[at] = i >= w.score_from ? doc[static_cast<size_t>(w.start + i + 1)] : -1;
+        }
+      }
+      const Tensor logits = model.forward(Tensor::from_vector(ids, {rows, window_len}), options);  // (B, L, V)
+      const std::vector<double> nll =
+          cross_entropy_rows(logits, Tensor::from_vector(targets, {rows, window_len}), -1).to_vector<double>();  // (B, L)
+      for (size_t at = 0; at < nll.size(); ++at) {
+        if (targets[at] < 0) continue;
+        const size_t pos = at % static_cast<size_t>(window_len);
+        r.nll_sum += nll[at];
+        position_sum[pos] += nll[at];
+        ++r.position_count[pos];
+        ++r.tokens;
+      }
+      r.windows += rows;
+    }
+  }
+  TSTL_CHECK(r.tokens > 0, "evaluate_ppl: no token to score");
+  r.mean_nll = r.nll_sum / static_cast<double>(r.tokens);
+  r.ppl = std::exp(r.mean_nll);
+  if (by_position) {
+    r.position_loss.resize(static_cast<size_t>(length));
+    for (size_t i = 0; i < position_sum.size(); ++i)
+      r.position_loss[i] = r.position_count[i] > 0 ? position_sum[i] / static_cast<double>(r.position_count[i]) : NAN;
+  } else {
+    r.position_count.clear();
+  }
+  return r;
+}
+
+int command_eval_ppl(const Args& args) {
+  std::string checkpoint, data, split_name, lengths_text, scaling_spec, json_path;
+  int64_t stride = 0, batch_tokens = 0;
+  bool non_overlapping = false, logn = false, by_position = false;
+  DocumentSelection selection;
+  po::options_description desc("tstl eval ppl options");
+  desc.add_options()("help,h", "show this help")
+      ("checkpoint", po::value(&checkpoint)->required(), "a checkpoint file")
+      ("data", po::value(&data)->required(), "a token file written by tstl prepare with the checkpoint's tokenizer")
+      ("split", po::value(&split_name)->default_value("val"), "train | val")
+      ("lengths", po::value(&lengths_text)->required(), "window lengths, comma-separated: 128,256,512")
+      ("stride", po::value(&stride)->default_value(0), "stride S of the sliding window (0: = the window)")
+      ("non-overlapping", po::bool_switch(&non_overlapping), "S = the window (the default)")
+      ("max-docs", po::value(&selection.max_docs)->default_value(0), "evaluate the first N documents (0: all)")
+      ("max-doc-tokens", po::value(&selection.max_doc_tokens)->default_value(0), "cut each document to T tokens (0: all)")
+      ("doc-offset", po::value(&selection.doc_offset)->default_value(0), "skip O tokens at the start of each document")
+      ("scaling", po::value(&scaling_spec)->default_value("none"), "METHOD:FACTOR: pi, ntk, dynamic-ntk, yarn, "
+                                                                   "alibi-interp, ntk-alibi, dynamic-ntk-alibi")
+      ("logn", po::bool_switch(&logn), "log-n query scaling at inference (RoPE family)")
+      ("by-position", po::bool_switch(&by_position), "also record the mean loss by position within the window")
+      ("batch-tokens", po::value(&batch_tokens)->default_value(16384), "tokens per forward (windows batched)")
+      ("json", po::value(&json_path)->required(), "write the results here");
+  po::variables_map vm;
+  if (!parse_command_line(args, desc, vm,
+                          "usage: tstl eval ppl --checkpoint PATH --data FILE.h5 [--split val] --lengths 128,256,... "
+                          "[--stride S | --non-overlapping] [--max-docs N] [--max-doc-tokens T] [--doc-offset O] "
+                          "[--scaling METHOD:FACTOR] [--logn] [--by-position] --json OUT"))
+    return 0;
+  TSTL_CHECK(!(non_overlapping && stride > 0), "give --stride or --non-overlapping, not both");
+  TSTL_CHECK(stride >= 0, "--stride must be >= 0, got ", stride);
+  TSTL_CHECK(batch_tokens >= 1, "--batch-tokens must be >= 1, got ", batch_tokens);
+  const std::vector<int64_t> lengths = parse_int_list(lengths_text, "--lengths");
+  for (int64_t l : lengths) TSTL_CHECK(stride <= l, "--stride ", stride, " is longer than the window ", l);
+
+  const LoadedModel loaded = load_model(checkpoint);
+  const ModelConfig& mc = loaded.model->config();
+  InferenceScaling scaling = parse_scaling(scaling_spec);
+  scaling.logn = logn;
+  const ForwardOptions forward = forward_options_for(mc, scaling);
+  const auto tokenizer = tokenizer_for(loaded, checkpoint);
+  const TokenFile file = TokenFile::open_file(data);
+  check_tokenizer_matches(file, *tokenizer);
+  const std::vector<std::vector<int32_t>> docs = select_documents(file.split(split_name), selection);
+
+  std::printf("eval ppl: %s (%s, train_len %lld, step %lld), %s, %zu documents of %s/%s, stride %s\n",
+              checkpoint.c_str(), variant_name(mc.variant), static_cast<long long>(mc.train_len),
+              static_cast<long long>(loaded.step), scaling_label(scaling).c_str(), docs.size(), data.c_str(),
+              split_name.c_str(), stride > 0 ? std::to_string(stride).c_str() : "= window");
+  std::printf("%8s %8s %10s %10s %10s\n", "length", "windows", "tokens", "mean NLL", "PPL");
+  std::vector<PplResult> results;
+  for (int64_t l : lengths) {
+    results.push_back(evaluate_ppl(*loaded.model, docs, l, stride, forward, batch_tokens, by_position));
+    const PplResult& r = results.back();
+    std::printf("%8lld %8lld %10lld %10.4f %10.3f\n", static_cast<long long>(l), static_cast<long long>(r.windows),
+                static_cast<long long>(r.tokens), r.mean_nll, r.ppl);
+    std::fflush(stdout);
+  }
+
+  JsonWriter json;
+  json.begin_object();
+  json.field("kind", "ppl");
+  json.field("checkpoint", checkpoint);
+  json.field("step", static_cast<double>(loaded.step));
+  json.field("variant", variant_name(mc.variant));
+  json.field("train_len", static_cast<double>(mc.train_len));
+  json.field("method", scaling_label(scaling));
+  json.field("scaling_method", scaling.method);
+  json.field("scaling_factor", scaling.factor);
+  json.field("logn", scaling.logn);
+  json.field("data", data);
+  json.field("split", split_name);
+  json.field("documents", static_cast<double>(docs.size()));
+  json.field("doc_offset", static_cast<double>(selection.doc_offset));
+  json.field("max_doc_tokens", static_cast<double>(selection.max_doc_tokens));
+  json.key("results");
+  json.begin_array();
+  for (const PplResult& r : results) {
+    json.begin_object();
+    json.field("length", static_cast<double>(r.length));
+    json.field("stride", static_cast<double>(r.stride));
+    json.field("windows", static_cast<double>(r.windows));
+    json.field("tokens", static_cast<double>(r.tokens));
+    json.field("nll", r.mean_nll);
+    json.field("ppl", r.ppl);
+    if (!r.position_loss.empty()) {
+      json.key("position_loss");
+      json.number_array(r.position_loss);
+    }
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+  write_text_file(json_path, json.str() + "\n");
+  std::printf("wrote %s\n", json_path.c_str());
+  return 0;
+}
+
+int command_eval(const Args& args) {
+  const char* usage =
+      "usage: tstl eval ppl ...        sliding-window perplexity by length\n"
+      "       tstl eval passkey ...    passkey retrieval accuracy by length\n"
+      "       tstl eval attention ...  attention scores and probabilities of chosen layers\n"
+      "(tstl eval ACTION --help for its options)";
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::printf("%s\n", usage);
+    return args.empty() ? 2 : 0;
+  }
+  const Args rest(args.begin() + 1, args.end());
+  if (args[0] == "ppl") return command_eval_ppl(rest);
+  if (args[0] == "passkey") return command_eval_passkey(rest);
+  if (args[0] == "attention") return command_eval_attention(rest);
+  TSTL_FAIL("unknown action '", args[0], "'\n", usage);
+}
+
+}  // namespace tstl

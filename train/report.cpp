@@ -1,0 +1,536 @@
+// JSON in and out, and `tstl report`.
+#include "train/report.h"
+
+#include <boost/program_options.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "core/error.h"
+#include "train/commands.h"
+#include "train/generate.h"
+
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+
+namespace tstl {
+
+// ---- JSON reading --------------------------------------------------------------------------
+
+const JsonValue* JsonValue::find(const std::string& key) const {
+  if (type != Type::Object) return nullptr;
+  for (const auto& [k, v] : object)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+double JsonValue::get_number(const std::string& key) const {
+  const JsonValue* v = find(key);
+  TSTL_CHECK(v && v->type == Type::Number, "JSON member '", key, "' is missing or not a number");
+  return v->number;
+}
+
+const std::string& JsonValue::get_string(const std::string& key) const {
+  const JsonValue* v = find(key);
+  TSTL_CHECK(v && v->type == Type::String, "JSON member '", key, "' is missing or not a string");
+  return v->string;
+}
+
+const JsonValue& JsonValue::get_array(const std::string& key) const {
+  const JsonValue* v = find(key);
+  TSTL_CHECK(v && v->type == Type::Array, "JSON member '", key, "' is missing or not an array");
+  return *v;
+}
+
+namespace {
+
+class JsonParser {
+ public:
+  JsonParser(const std::string& text, const std::string& source) : s_(text), source_(source) {}
+
+  JsonValue parse_document() {
+    JsonValue v = parse_value();
+    skip_space();
+    if (pos_ != s_.size()) fail("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void fail(const char* what) const { TSTL_FAIL(source_, ": invalid JSON at byte ", pos_, ": ", what); }
+  void skip_space() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+  }
+  bool consume(const char* word) {
+    const size_t n = std::char_traits<char>::length(word);
+    if (s_.compare(pos_, n, word) != 0) return false;
+    pos_ += n;
+    return true;
+  }
+  void append_utf8(std::string& out, uint32_t c) {
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else if (c < 0x800) {
+      out += static_cast<char>(0xC0 | (c >> 6));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+      out += static_cast<char>(0xE0 | (c >> 12));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (c >> 18));
+      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    }
+  }
+  uint32_t hex4() {
+    if (pos_ + 4 > s_.size()) fail("short \\u escape");
+    uint32_t c = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char h = s_[pos_++];
+      c = c * 16 + (h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 99);
+      if (c >= 0x10000) fail("bad \\u escape");
+    }
+    return c;
+  }
+  std::string parse_string() {
+    ++pos_;  // opening quote
+    std::string out;
+    while (true) {
+      if (pos_ >= s_.size()) fail("unterminated string");
+      const char c = s_[pos_++];
+      if (c == '"') return out;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (pos_ >= s_.size()) fail("unterminated escape");
+      const char e = s_[pos_++];
+      switch (e) {
+        case '"': case '\\': case '/': out += e; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t c1 = hex4();
+          if (c1 >= 0xD800 && c1 < 0xDC00 && consume("\\u")) c1 = 0x10000 + ((c1 - 0xD800) << 10) + (hex4() - 0xDC00);
+          append_utf8(out, c1);
+          break;
+        }
+        default: fail("bad escape");
+      }
+    }
+  }
+  JsonValue parse_value() {
+    skip_space();
+    if (pos_ >= s_.size()) fail("unexpected end");
+    JsonValue v;
+    const char c = s_[pos_];
+    if (c == '{') {
+      v.type = JsonValue::Type::Object;
+      ++pos_;
+      skip_space();
+      if (consume("}")) return v;
+      while (true) {
+        skip_space();
+        if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a member name");
+        std::string key = parse_string();
+        skip_space();
+        if (!consume(":")) fail("expected ':'");
+        v.object.emplace_back(std::move(key), parse_value());
+        skip_space();
+        if (consume("}")) return v;
+        if (!consume(",")) fail("expected ',' or '}'");
+      }
+    }
+    if (c == '[') {
+      v.type = JsonValue::Type::Array;
+      ++pos_;
+      skip_space();
+      if (consume("]")) return v;
+      while (true) {
+        v.array.push_back(parse_value());
+        skip_space();
+        if (consume("]")) return v;
+        if (!consume(",")) fail("expected ',' or ']'");
+      }
+    }
+    if (c == '"') {
+      v.type = JsonValue::Type::String;
+      v.string = parse_string();
+      return v;
+    }
+    if (consume("true") || consume("false")) {
+      v.type = JsonValue::Type::Bool;
+      v.boolean = c == 't';
+      return v;
+    }
+    if (consume("null")) return v;
+    const char* begin = s_.c_str() + pos_;
+    char* end = nullptr;
+    v.number = std::strtod(begin, &end);
+    if (end == begin) fail("unexpected character");
+    v.type = JsonValue::Type::Number;
+    pos_ += static_cast<size_t>(end - begin);
+    return v;
+  }
+
+  const std::string& s_;
+  std::string source_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+JsonValue parse_json(const std::string& text, const std::string& source) {
+  return JsonParser(text, source).parse_document();
+}
+
+// ---- JSON writing --------------------------------------------------------------------------
+
+void JsonWriter::separate() {
+  if (after_key_) {
+    after_key_ = false;
+    return;
+  }
+  if (!first_.empty()) {
+    if (!first_.back()) out_ += ',';
+    first_.back() = false;
+  }
+}
+
+void JsonWriter::begin_object() {
+  separate();
+  out_ += '{';
+  first_.push_back(true);
+}
+void JsonWriter::end_object() {
+  out_ += '}';
+  first_.pop_back();
+}
+void JsonWriter::begin_array() {
+  separate();
+  out_ += '[';
+  first_.push_back(true);
+}
+void JsonWriter::end_array() {
+  out_ += ']';
+  first_.pop_back();
+}
+void JsonWriter::key(const std::string& name) {
+  value(name);
+  out_ += ':';
+  after_key_ = true;
+}
+void JsonWriter::value(const std::string& s) {
+  separate();
+  out_ += '"';
+  for (const unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out_ += '\\';
+      out_ += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out_ += buf;
+    } else {
+      out_ += static_cast<char>(c);
+    }
+  }
+  out_ += '"';
+}
+void JsonWriter::value(double v) {
+  separate();
+  if (!std::isfinite(v)) {
+    out_ += "null";
+    return;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  out_ += buf;
+}
+void JsonWriter::value(bool b) {
+  separate();
+  out_ += b ? "true" : "false";
+}
+void JsonWriter::number_array(const std::vector<double>& values) {
+  begin_array();
+  for (double v : values) value(v);
+  end_array();
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    TSTL_CHECK(out.good(), "cannot write ", path, " (does its directory exist?)");
+    out << text;
+    out.close();
+    TSTL_CHECK(out.good(), "writing ", tmp, " failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TSTL_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
+}
+
+// ---- The report ----------------------------------------------------------------------------
+
+namespace {
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TSTL_CHECK(in.good(), "cannot read ", path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> json_files_in(const fs::path& dir) {
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_regular_file() && entry.path().extension() == ".json") files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string run_name_of(const fs::path& file) {
+  const fs::path parent = fs::absolute(file).parent_path();
+  if (parent.filename() == "eval") return parent.parent_path().filename().string();
+  return file.stem().string();
+}
+
+// Rows of a table: (run, variant, method) -> length -> value, and each row's training length.
+struct Table {
+  std::map<std::tuple<std::string, std::string, std::string>, std::map<int64_t, double>> rows;
+  std::map<std::tuple<std::string, std::string, std::string>, int64_t> train_len;
+  std::set<int64_t> lengths;
+};
+
+Table collect_table(const std::vector<EvalRecord>& records, const std::string& kind, const char* value_key) {
+  Table t;
+  for (const EvalRecord& r : records) {
+    if (r.json.get_string("kind") != kind) continue;
+    const auto row = std::make_tuple(r.run, r.json.get_string("variant"), r.json.get_string("method"));
+    t.train_len[row] = static_cast<int64_t>(r.json.get_number("train_len"));
+    for (const JsonValue& result : r.json.get_array("results").array) {
+      const auto length = static_cast<int64_t>(result.get_number("length"));
+      const JsonValue* v = result.find(value_key);
+      t.rows[row][length] = v && v->type == JsonValue::Type::Number ? v->number : NAN;
+      t.lengths.insert(length);
+    }
+  }
+  return t;
+}
+
+std::string markdown_table(const Table& t, const char* format) {
+  std::string md = "| run | variant | method | train len |";
+  std::string rule = "| --- | --- | --- | --- |";
+  for (int64_t l : t.lengths) {
+    md += " " + std::to_string(l) + " |";
+    rule += " --- |";
+  }
+  md += "\n" + rule + "\n";
+  for (const auto& [row, values] : t.rows) {
+    const int64_t train_len = t.train_len.at(row);
+    md += "| " + std::get<0>(row) + " | " + std::get<1>(row) + " | " + std::get<2>(row) + " | " +
+          std::to_string(train_len) + " |";
+    for (int64_t l : t.lengths) {
+      auto it = values.find(l);
+      char cell[64] = "-";
+      if (it != values.end()) std::snprintf(cell, sizeof cell, format, it->second);
+      // Lengths past training in italics: the extrapolation region.
+      md += std::string(" ") + (it != values.end() && l > train_len ? "*" + std::string(cell) + "*" : cell) + " |";
+    }
+    md += "\n";
+  }
+  return md;
+}
+
+std::string self_directory() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.parent_path().string();
+}
+
+std::string find_plot_script() {
+  if (const char* env = std::getenv("TSTL_PLOT_SCRIPT")) return env;
+  std::vector<fs::path> candidates;
+  const std::string self = self_directory();
+  if (!self.empty()) {
+    candidates.push_back(fs::path(self) / ".." / "scripts" / "plot_report.py");
+    candidates.push_back(fs::path(self) / "scripts" / "plot_report.py");
+  }
+  candidates.push_back(fs::path("scripts") / "plot_report.py");
+  for (const fs::path& p : candidates)
+    if (fs::exists(p)) return fs::canonical(p).string();
+  return "";
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace
+
+std::vector<EvalRecord> collect_eval_records(const std::vector<std::string>& inputs) {
+  TSTL_CHECK(!inputs.empty(), "tstl report needs at least one run directory or JSON file");
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    TSTL_CHECK(fs::exists(input), input, ": no such file or directory");
+    if (fs::is_directory(input)) {
+      std::vector<std::string> found;
+      if (fs::is_directory(fs::path(input) / "eval")) found = json_files_in(fs::path(input) / "eval");
+      if (found.empty()) found = json_files_in(input);
+      TSTL_CHECK(!found.empty(), input, ": no *.json evaluation file in it or in its eval/ folder");
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.push_back(input);
+    }
+  }
+  std::vector<EvalRecord> records;
+  for (const std::string& f : files) {
+    EvalRecord r;
+    r.path = f;
+    r.run = run_name_of(f);
+    r.json = parse_json(read_whole_file(f), f);
+    const JsonValue* kind = r.json.find("kind");
+    if (!kind || kind->type != JsonValue::Type::String || (kind->string != "ppl" && kind->string != "passkey")) continue;
+    records.push_back(std::move(r));
+  }
+  TSTL_CHECK(!records.empty(), "none of the inputs holds a ppl or passkey evaluation (JSON with \"kind\")");
+  return records;
+}
+
+std::string report_markdown(const std::vector<EvalRecord>& records) {
+  std::string md = "# tstl evaluation report\n\n";
+  const Table ppl = collect_table(records, "ppl", "ppl");
+  const Table passkey = collect_table(records, "passkey", "accuracy");
+  if (!ppl.rows.empty())
+    md += "## Perplexity by evaluation length\n\nSliding-window perplexity (lower is better); lengths past the "
+          "training length in italics.\n\n" + markdown_table(ppl, "%.2f") + "\n";
+  if (!passkey.rows.empty())
+    md += "## Passkey retrieval accuracy by prompt length\n\nGreedy decoding; a case passes when the first "
+          "5-digit number generated is the key.\n\n" + markdown_table(passkey, "%.2f") + "\n";
+  md += "## Sources\n\n";
+  for (const EvalRecord& r : records) md += "- " + r.path + "\n";
+  return md;
+}
+
+std::string report_plot_data(const std::vector<EvalRecord>& records) {
+  JsonWriter json;
+  json.begin_object();
+  for (const auto& [kind, value_key] : {std::pair<const char*, const char*>{"ppl", "ppl"}, {"passkey", "accuracy"}}) {
+    const Table t = collect_table(records, kind, value_key);
+    json.key(kind);
+    json.begin_array();
+    for (const auto& [row, values] : t.rows) {
+      json.begin_object();
+      json.field("label", std::get<0>(row) + " " + std::get<1>(row) + " " + std::get<2>(row));
+      json.field("train_len", static_cast<double>(t.train_len.at(row)));
+      std::vector<double> lengths, ys;
+      for (const auto& [l, y] : values) {
+        lengths.push_back(static_cast<double>(l));
+        ys.push_back(y);
+      }
+      json.key("lengths");
+      json.number_array(lengths);
+      json.key("values");
+      json.number_array(ys);
+      json.end_object();
+    }
+    json.end_array();
+  }
+  json.end_object();
+  return json.str() + "\n";
+}
+
+ReportOutcome write_report(const std::vector<std::string>& inputs, const std::string& output_dir,
+                           const std::string& python, const std::string& plot_script) {
+  const std::vector<EvalRecord> records = collect_eval_records(inputs);
+  std::error_code ec;
+  fs::create_directories(output_dir, ec);
+  TSTL_CHECK(!ec, "cannot create ", output_dir, ": ", ec.message());
+  ReportOutcome outcome;
+  const std::string data_path = (fs::path(output_dir) / "report_data.json").string();
+  write_text_file(data_path, report_plot_data(records));
+
+  std::string plots_md;
+  const std::string script = plot_script.empty() ? find_plot_script() : plot_script;
+  if (access(python.c_str(), X_OK) != 0) {
+    outcome.warning = python + " not found: plots skipped (scripts/install-deps installs python3-matplotlib)";
+  } else if (script.empty() || !fs::exists(script)) {
+    outcome.warning = "scripts/plot_report.py not found (set TSTL_PLOT_SCRIPT): plots skipped";
+  } else {
+    const std::string cmd = shell_quote(python) + " " + shell_quote(script) + " " + shell_quote(data_path) + " " +
+                            shell_quote(output_dir);
+    const int status = std::system(cmd.c_str());
+    const int code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code == 3) {
+      outcome.warning = "matplotlib is not installed for " + python + ": plots skipped (scripts/install-deps)";
+    } else {
+      TSTL_CHECK(code == 0, "the plotting script failed (exit ", code, "): ", cmd);
+      for (const char* name : {"ppl.png", "passkey.png"}) {
+        const fs::path png = fs::path(output_dir) / name;
+        if (!fs::exists(png)) continue;
+        outcome.plots.push_back(png.string());
+        plots_md += std::string("![") + name + "](" + name + ")\n\n";
+      }
+    }
+  }
+  std::string md = report_markdown(records);
+  if (!plots_md.empty()) md += "\n## Plots\n\n" + plots_md;
+  if (!outcome.warning.empty()) md += "\n(" + outcome.warning + ")\n";
+  outcome.markdown = (fs::path(output_dir) / "report.md").string();
+  write_text_file(outcome.markdown, md);
+  return outcome;
+}
+
+int command_report(const Args& args) {
+  std::vector<std::string> inputs;
+  std::string output, python, script;
+  po::options_description desc("tstl report options");
+  desc.add_options()("help,h", "show this help")
+      ("input", po::value(&inputs)->multitoken(), "run directories (their eval/*.json) or eval JSON files")
+      ("output", po::value(&output)->required(), "the report directory (report.md, ppl.png, passkey.png)")
+      ("python", po::value(&python)->default_value("/usr/bin/python3"), "the Python with matplotlib")
+      ("plot-script", po::value(&script)->default_value(""), "scripts/plot_report.py (found automatically)");
+  po::positional_options_description positional;
+  positional.add("input", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(positional).run(), vm);
+    if (vm.count("help")) {
+      std::printf("usage: tstl report RUN_OR_JSON... --output DIR\n");
+      std::ostringstream s;
+      s << desc;
+      std::printf("%s\n", s.str().c_str());
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    TSTL_FAIL(e.what(), " (see --help)");
+  }
+  const ReportOutcome outcome = write_report(inputs, output, python, script);
+  std::printf("%s", read_whole_file(outcome.markdown).c_str());
+  if (!outcome.warning.empty()) std::fprintf(stderr, "tstl report: warning: %s\n", outcome.warning.c_str());
+  std::printf("wrote %s", outcome.markdown.c_str());
+  for (const std::string& p : outcome.plots) std::printf(", %s", p.c_str());
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace tstl
