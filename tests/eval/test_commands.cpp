@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "data/data_test_util.h"
+#include "common/cli_test_util.h"
 #include "layers/decoder.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
