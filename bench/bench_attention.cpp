@@ -9,7 +9,7 @@
 //   backward = 10 B H d pairs  (S, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q).
 // Recomputation (the flash backward recomputes S, and for few heads also dP) is not counted.
 //
-//   build/bench_attention [repeats=5]
+//   build/bench_attention [repeats=5] [B H N d [block_q block_k]]   (default: the three cases below)
 #include <cblas.h>
 #include <omp.h>
 
@@ -92,7 +92,7 @@ struct Naive {
   }
 };
 
-void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats) {
+void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats, tstl::FlashTiles tiles = {}) {
   using namespace tstl;
   Generator gen{7, 0};
   const Shape shape{batch, heads, n, d};
@@ -108,11 +108,11 @@ void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats) {
 
   auto flash_forward = [&] {
     NoGradGuard no_grad;
-    flash_attention(q, k, v, opt);
+    flash_attention(q, k, v, opt, tiles);
   };
   auto flash_backward = [&](double& elapsed) {
     q.zero_grad(), k.zero_grad(), v.zero_grad();
-    Tensor out = flash_attention(q, k, v, opt);
+    Tensor out = flash_attention(q, k, v, opt, tiles);
     elapsed = seconds([&] { out.backward(d_o); });
   };
   auto naive_forward = [&] { naive.forward(q.data<float>(), k.data<float>(), v.data<float>(), o.data()); };
@@ -135,7 +135,7 @@ void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats) {
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = flash_attention(q, k, v, opt);
+    out = flash_attention(q, k, v, opt, tiles);
   }
   naive_forward();
   double max_diff = 0;
@@ -159,6 +159,13 @@ int main(int argc, char** argv) {
   std::printf("flash attention vs naive, f32, causal, scale 1/sqrt(d), median of %d, %d OpenMP threads\n", repeats,
               omp_get_max_threads());
   std::printf("FLOPs: forward 4 B H d N(N+1)/2, backward 10 B H d N(N+1)/2 (causal pairs only)\n");
+  if (argc >= 6) {
+    tstl::FlashTiles tiles;
+    if (argc >= 8) tiles = {std::atoll(argv[6]), std::atoll(argv[7])};
+    std::printf("tiles %lld x %lld\n", static_cast<long long>(tiles.block_q), static_cast<long long>(tiles.block_k));
+    bench(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), repeats, tiles);
+    return 0;
+  }
   bench(16, 8, 128, 32, repeats);
   bench(1, 8, 1024, 64, repeats);
   bench(1, 8, 2048, 32, repeats);

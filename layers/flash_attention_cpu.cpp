@@ -8,7 +8,7 @@
 // threads split the tiles and each gemm is single-threaded. The per-row work between the gemms
 // (logits with scale, log-n and ALiBi; row max; exp; the softmax gradient) runs in contiguous,
 // branch-free loops that mirror the TSTL_HD functions of the header; for f32 they are compiled
-// for AVX-512, AVX2 and baseline x86-64 and picked at load time (target_clones), with an exp
+// for AVX-512, AVX2 and baseline x86-64 and picked once from the CPU's features, with an exp
 // polynomial accurate to ~1.5 ulp (vectorised; libm's expf is not).
 //
 // Precision: products and the online-softmax state (row max, output accumulator) are in the
@@ -28,13 +28,6 @@
 
 #include "core/autograd.h"
 #include "layers/flash_attention.h"
-
-// The f32 row kernels are cloned for these instruction sets (GCC/Clang on x86-64 with ifunc).
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define TSTL_VECTOR_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define TSTL_VECTOR_CLONES
-#endif
 
 namespace tstl {
 
@@ -71,13 +64,17 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
 }
 
 // ---- Row kernels: contiguous loops over the visible keys of one row of a tile ----------------
+// Written once as always-inline templates, stamped out below for f32 per instruction set.
+
+#define TSTL_ALWAYS_INLINE __attribute__((always_inline)) inline
 
 // s[j] = row_scale * s[j] - slope * (query_pos - key_pos), key_pos = key0 + j, as flash_logit
-// for visible keys (the caller passes only those); rel_pos = query_pos - key0, key_index[j] = j.
-// Returns the row's maximum (-inf when count = 0).
+// for visible keys (the caller passes only those); rel_pos = query_pos - key0, key_index[j] = j
+// (exact integers, so rel_pos - key_index[j] is the flash_logit distance). Returns the row's
+// maximum (-inf when count = 0).
 template <class T>
-T logits_row_impl(T* __restrict s, int64_t count, T row_scale, bool alibi, T slope, T rel_pos,
-                  const T* __restrict key_index) {
+TSTL_ALWAYS_INLINE T logits_row_impl(T* __restrict s, int64_t count, T row_scale, bool alibi, T slope, T rel_pos,
+                                     const T* __restrict key_index) {
   T row_max = -INFINITY;
   if (alibi) {
 #pragma omp simd reduction(max : row_max)
@@ -96,22 +93,14 @@ T logits_row_impl(T* __restrict s, int64_t count, T row_scale, bool alibi, T slo
   }
   return row_max;
 }
-TSTL_VECTOR_CLONES float logits_row(float* s, int64_t count, float row_scale, bool alibi, float slope, float rel_pos,
-                                    const float* key_index) {
-  return logits_row_impl(s, count, row_scale, alibi, slope, rel_pos, key_index);
-}
-double logits_row(double* s, int64_t count, double row_scale, bool alibi, double slope, double rel_pos,
-                  const double* key_index) {
-  return logits_row_impl(s, count, row_scale, alibi, slope, rel_pos, key_index);
-}
 
 // exp(x) for f32 in a form the compiler vectorises (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2,
 // degree-7 polynomial for e^r, 2^n built in the exponent bits); relative error <= 1.5 ulp for
 // x in [-87.3, 88], clamped outside (exp(-87.3) = 1.2e-38: negligible next to a row sum >= 1).
-inline float exp_f32(float x) {
-  x = __builtin_fmaxf(x, -87.33654f);
-  x = __builtin_fminf(x, 88.0f);
-  const float magic = 12582912.0f;                       // 1.5 * 2^23: adding it rounds to an integer
+TSTL_ALWAYS_INLINE float exp_f32(float x) {
+  x = x < -87.33654f ? -87.33654f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float magic = 12582912.0f;                         // 1.5 * 2^23: adding it rounds to an integer
   const float shifted = x * 1.44269504088896341f + magic;  // n = round(x / ln 2) in the low mantissa bits
   const float n = shifted - magic;
   float r = x - n * 0.693359375f;  // ln 2 split in two for an exact reduction
@@ -126,39 +115,98 @@ inline float exp_f32(float x) {
   const int32_t exponent = (__builtin_bit_cast(int32_t, shifted) - 0x4B400000 + 127) << 23;  // 2^n
   return poly * __builtin_bit_cast(float, exponent);
 }
+TSTL_ALWAYS_INLINE double exp_any(double x) { return std::exp(x); }
+TSTL_ALWAYS_INLINE float exp_any(float x) { return exp_f32(x); }
 
 // s[j] = exp(s[j] - shift) for j < count; returns the sum (the loop of flash_online_softmax_update,
 // and with shift = LSE flash_probability's exp for visible keys).
-TSTL_VECTOR_CLONES float exp_shift_sum(float* __restrict s, int64_t count, float shift) {
-  float sum = 0;
+template <class T>
+TSTL_ALWAYS_INLINE T exp_shift_sum_impl(T* __restrict s, int64_t count, T shift) {
+  for (int64_t j = 0; j < count; ++j) s[j] = exp_any(s[j] - shift);
+  T sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < count; ++j) {
-    s[j] = exp_f32(s[j] - shift);
-    sum += s[j];
-  }
-  return sum;
-}
-double exp_shift_sum(double* __restrict s, int64_t count, double shift) {
-  double sum = 0;
-  for (int64_t j = 0; j < count; ++j) {
-    s[j] = std::exp(s[j] - shift);
-    sum += s[j];
-  }
+  for (int64_t j = 0; j < count; ++j) sum += s[j];
   return sum;
 }
 
-// g[j] = p[j] (g[j] - delta) row_scale with g = dP on entry: flash_dot_grad along a row.
+// g[j] = p[j] (g[j] - delta) row_scale with g = dP on entry: flash_dot_grad along a row, written
+// out (the compiler does not inline a plain inline function into a function with other options).
 template <class T>
-void dot_grad_row_impl(T* __restrict g, const T* __restrict p, int64_t count, T delta, T row_scale) {
-#pragma omp simd
-  for (int64_t j = 0; j < count; ++j) g[j] = flash_dot_grad(p[j], g[j], delta, row_scale);
+TSTL_ALWAYS_INLINE void dot_grad_row_impl(T* __restrict g, const T* __restrict p, int64_t count, T delta, T row_scale) {
+  for (int64_t j = 0; j < count; ++j) g[j] = p[j] * (g[j] - delta) * row_scale;
 }
-TSTL_VECTOR_CLONES void dot_grad_row(float* g, const float* p, int64_t count, float delta, float row_scale) {
-  dot_grad_row_impl(g, p, count, delta, row_scale);
+
+// The f32 kernels per instruction set. no-trapping-math lets the compiler turn exp_f32's clamps
+// into vector min/max (the code raises no floating-point exceptions we look at); results differ
+// between instruction sets only by rounding (FMA, reduction order), never between runs.
+#define TSTL_F32_ROW_KERNELS(SUFFIX, ...)                                                                      \
+  __attribute__((__VA_ARGS__)) float logits_row_##SUFFIX(float* s, int64_t count, float row_scale, bool alibi, \
+                                                         float slope, float rel_pos, const float* key_index) { \
+    return logits_row_impl(s, count, row_scale, alibi, slope, rel_pos, key_index);                             \
+  }                                                                                                            \
+  __attribute__((__VA_ARGS__)) float exp_shift_sum_##SUFFIX(float* s, int64_t count, float shift) {            \
+    return exp_shift_sum_impl(s, count, shift);                                                                \
+  }                                                                                                            \
+  __attribute__((__VA_ARGS__)) void dot_grad_row_##SUFFIX(float* g, const float* p, int64_t count, float delta, \
+                                                          float row_scale) {                                   \
+    dot_grad_row_impl(g, p, count, delta, row_scale);                                                          \
+  }
+
+struct F32RowKernels {
+  float (*logits_row)(float*, int64_t, float, bool, float, float, const float*);
+  float (*exp_shift_sum)(float*, int64_t, float);
+  void (*dot_grad_row)(float*, const float*, int64_t, float, float);
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+TSTL_F32_ROW_KERNELS(avx512, target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"), optimize("no-trapping-math"))
+TSTL_F32_ROW_KERNELS(avx2, target("avx2,fma"), optimize("no-trapping-math"))
+#endif
+TSTL_F32_ROW_KERNELS(baseline, optimize("no-trapping-math"))
+
+// Picked once from the CPU's features (not ifunc/target_clones: their resolvers run before the
+// CPU model is known on some systems and then always pick the baseline).
+const F32RowKernels& f32_row_kernels() {
+  static const F32RowKernels kernels = [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      return F32RowKernels{logits_row_avx512, exp_shift_sum_avx512, dot_grad_row_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return F32RowKernels{logits_row_avx2, exp_shift_sum_avx2, dot_grad_row_avx2};
+#endif
+    return F32RowKernels{logits_row_baseline, exp_shift_sum_baseline, dot_grad_row_baseline};
+  }();
+  return kernels;
 }
-void dot_grad_row(double* g, const double* p, int64_t count, double delta, double row_scale) {
-  dot_grad_row_impl(g, p, count, delta, row_scale);
-}
+
+// The row kernels by element type: f32 through the dispatch table, f64 (gradient checks) plain.
+template <class T>
+struct RowKernels;
+template <>
+struct RowKernels<float> {
+  const F32RowKernels& k = f32_row_kernels();
+  float logits_row(float* s, int64_t count, float row_scale, bool alibi, float slope, float rel_pos,
+                   const float* key_index) const {
+    return k.logits_row(s, count, row_scale, alibi, slope, rel_pos, key_index);
+  }
+  float exp_shift_sum(float* s, int64_t count, float shift) const { return k.exp_shift_sum(s, count, shift); }
+  void dot_grad_row(float* g, const float* p, int64_t count, float delta, float row_scale) const {
+    k.dot_grad_row(g, p, count, delta, row_scale);
+  }
+};
+template <>
+struct RowKernels<double> {
+  double logits_row(double* s, int64_t count, double row_scale, bool alibi, double slope, double rel_pos,
+                    const double* key_index) const {
+    return logits_row_impl(s, count, row_scale, alibi, slope, rel_pos, key_index);
+  }
+  double exp_shift_sum(double* s, int64_t count, double shift) const { return exp_shift_sum_impl(s, count, shift); }
+  void dot_grad_row(double* g, const double* p, int64_t count, double delta, double row_scale) const {
+    dot_grad_row_impl(g, p, count, delta, row_scale);
+  }
+};
 
 // Keys of the tile starting at key0 visible to the query at query_pos: a prefix of length
 // clamp(query_pos - key0 + 1, 0, cols) (flash_key_visible); 0 < prefix < cols only on the diagonal.
@@ -181,6 +229,7 @@ void flash_forward_cpu(const FlashParams<T>& p) {
     std::vector<double> row_sum(block_q);                 // (Bq)
     std::vector<T> key_index(block_k);                    // (Bk) 0, 1, 2, ...
     std::iota(key_index.begin(), key_index.end(), T(0));
+    const RowKernels<T> kern;
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < p.batch; ++b) {
       for (int64_t h = 0; h < p.heads; ++h) {
@@ -207,10 +256,10 @@ void flash_forward_cpu(const FlashParams<T>& p) {
               const int64_t visible = visible_prefix(query_pos, j0, cols);
               // flash_online_softmax_update over the visible keys; masked keys get P = 0.
               const T tile_max = std::max(
-                  row_max[i], logits_row(s, visible, row_scale[i], HasAlibi, slope, T(query_pos - j0), key_index.data()));
+                  row_max[i], kern.logits_row(s, visible, row_scale[i], HasAlibi, slope, T(query_pos - j0), key_index.data()));
               const T shift = tile_max == -INFINITY ? T(0) : tile_max;
               const T correction = std::exp(row_max[i] - shift);
-              const T tile_sum = exp_shift_sum(s, visible, shift);
+              const T tile_sum = kern.exp_shift_sum(s, visible, shift);
               std::fill(s + visible, s + cols, T(0));
               row_sum[i] = row_sum[i] * static_cast<double>(correction) + static_cast<double>(tile_sum);
               row_max[i] = tile_max;
@@ -241,6 +290,7 @@ struct BackwardScratch {
   std::vector<T> p_tile;     // (Bq, Bk) logits, then P
   std::vector<T> g_tile;     // (Bq, Bk) dP = dO V^T, then G = dL/d(q.k)
   std::vector<T> key_index;  // (Bk) 0, 1, 2, ...
+  RowKernels<T> kern;
   explicit BackwardScratch(const FlashParams<T>& p)
       : p_tile(p.block_q * p.block_k), g_tile(p.block_q * p.block_k), key_index(p.block_k) {
     std::iota(key_index.begin(), key_index.end(), T(0));
@@ -265,9 +315,9 @@ void backward_block(const FlashParams<T>& p, int64_t b, int64_t h, int64_t n0, i
     const int64_t query_pos = p.query_offset + n0 + i;
     const int64_t visible = visible_prefix(query_pos, j0, cols);
     const T row_scale = flash_row_scale<HasLogn, T>(p, n0 + i);
-    logits_row(s, visible, row_scale, HasAlibi, slope, T(query_pos - j0), w.key_index.data());
-    exp_shift_sum(s, visible, p.lse[p.lse_index(b, h, n0 + i)]);  // flash_probability
-    dot_grad_row(g, s, visible, delta[n0 + i], row_scale);
+    w.kern.logits_row(s, visible, row_scale, HasAlibi, slope, T(query_pos - j0), w.key_index.data());
+    w.kern.exp_shift_sum(s, visible, p.lse[p.lse_index(b, h, n0 + i)]);  // flash_probability
+    w.kern.dot_grad_row(g, s, visible, delta[n0 + i], row_scale);
     std::fill(s + visible, s + cols, T(0));
     std::fill(g + visible, g + cols, T(0));
   }
