@@ -1,26 +1,39 @@
-// Flash attention on the CPU: the forward and backward kernels (OpenMP), the input checks and the
-// autograd node. The math is in layers/flash_attention.h; the formulas in attention-variants.md.
+// Flash attention on the CPU: the forward and backward kernels (OpenMP + BLAS on tiles), the
+// input checks and the autograd node. The math is in layers/flash_attention.h; the formulas in
+// attention-variants.md.
 //
-// Accumulation is in double for f32 and f64 inputs alike: the CPU backend is the reference the
-// CUDA kernels (fp32 accumulation) are compared with.
+// Every tile product (S = Q K^T, O += P V, dP = dO V^T, dV += P^T dO, dK += dS^T Q, dQ += dS K)
+// is one cblas_sgemm / cblas_dgemm reading q, k, v, dO straight from the (B, H, N, d) tensors.
+// OpenBLAS called inside an active OpenMP parallel region runs on the calling thread, so the
+// threads split the tiles and each gemm is single-threaded. The per-row work between the gemms
+// (logits with scale, log-n and ALiBi; row max; exp; the softmax gradient) runs in contiguous,
+// branch-free loops that mirror the TSTL_HD functions of the header; for f32 they are compiled
+// for AVX-512, AVX2 and baseline x86-64 and picked once from the CPU's features, with an exp
+// polynomial accurate to ~1.5 ulp (vectorised; libm's expf is not).
+//
+// Precision: products and the online-softmax state (row max, output accumulator) are in the
+// input's type (f32 or f64); row sums, D = rowsum(dO * O) and the final LSE/normalisation are in
+// double. The causal mask only costs work on the tiles that cross the diagonal.
 //
 // Memory: besides the inputs, the outputs and LSE (B, H, N), the forward uses per thread only
-//   q_tile (Bq, d), kt_tile (d, Bk), v_tile (Bk, d), s_tile (Bq, Bk), o_acc (Bq, d), 3 x (Bq)
-// and the backward per thread the same kinds of tiles plus delta (N) and dq_acc (N, d) for the
-// (b, h) it is working on. Nothing is N x M: the scores exist one Bq x Bk tile at a time.
+//   s_tile (Bq, Bk), o_acc (Bq, d) and a few (Bq) / (Bk) rows,
+// the backward per thread p_tile (Bq, Bk) and g_tile (Bq, Bk), plus D (B, H, N) shared. Nothing
+// is N x M: the scores exist one Bq x Bk tile at a time.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/kernels.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_attention_cpu_rows.h"
 
 namespace tstl {
 
 namespace {
-
-using Acc = double;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -29,6 +42,33 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <class T>
 bool worth_threads(const FlashParams<T>& p) {
   return p.batch * p.heads * p.n_queries * p.n_keys * p.head_dim >= (int64_t{1} << 16);
+}
+
+// With at least this many (b, h) pairs the backward gives each thread whole heads (dQ accumulated
+// in the same walk as dK, dV: 5 products per tile); with fewer, it splits heads into key tiles
+// and runs a second pass for dQ (7 products per tile, but every core busy at B H = 1). The choice
+// depends on the problem only, never on the thread count, so results are reproducible.
+constexpr int64_t kWholeHeadBackwardMinPairs = 8;
+
+// ---- BLAS on row-major tiles ----------------------------------------------------------------
+// C (m, n) = alpha op(A) op(B) + beta C, op(A) (m, k), op(B) (k, n); ld* are row strides.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+// Keys of the tile starting at key0 visible to the query at query_pos: a prefix of length
+// clamp(query_pos - key0 + 1, 0, cols) (flash_key_visible); 0 < prefix < cols only on the diagonal.
+int64_t visible_prefix(int64_t query_pos, int64_t key0, int64_t cols) {
+  return std::clamp<int64_t>(query_pos - key0 + 1, 0, cols);
 }
 
 // ---- Forward: parallel over (batch, head, query tile) -------------------------------------------
@@ -40,62 +80,58 @@ void flash_forward_cpu(const FlashParams<T>& p) {
   const int64_t q_tiles = ceil_div(p.n_queries, block_q);
 #pragma omp parallel if (worth_threads(p))
   {
-    std::vector<Acc> q_tile(block_q * d);        // (Bq, d) the tile's queries
-    std::vector<Acc> kt_tile(d * block_k);       // (d, Bk) keys, transposed: the score loop runs along keys
-    std::vector<Acc> v_tile(block_k * d);        // (Bk, d)
-    std::vector<Acc> s_tile(block_q * block_k);  // (Bq, Bk) logits, then exp(logit - running max)
-    std::vector<Acc> o_acc(block_q * d);         // (Bq, d) unnormalised output
-    std::vector<Acc> row_max(block_q), row_sum(block_q), row_scale(block_q);  // (Bq)
+    std::vector<T> s_tile(block_q * block_k);  // (Bq, Bk) logits, then exp(logit - running max)
+    std::vector<T> o_acc(block_q * d);         // (Bq, d) unnormalised output
+    std::vector<T> row_max(block_q), row_scale(block_q);  // (Bq)
+    std::vector<double> row_sum(block_q);                 // (Bq)
+    std::vector<T> key_index(block_k);                    // (Bk) 0, 1, 2, ...
+    std::iota(key_index.begin(), key_index.end(), T(0));
+    const RowKernels<T> kern;
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < p.batch; ++b) {
       for (int64_t h = 0; h < p.heads; ++h) {
         for (int64_t tile = 0; tile < q_tiles; ++tile) {
           const int64_t n0 = tile * block_q, rows = std::min(block_q, p.n_queries - n0);
-          const Acc slope = flash_head_slope<HasAlibi, Acc>(p, h);
+          const T slope = flash_head_slope<HasAlibi, T>(p, h);
+          const T* q_tile = p.q + p.q_index(b, h, n0);  // (rows, d), row stride q_row_stride
           for (int64_t i = 0; i < rows; ++i) {
-            const T* q_row = p.q + p.q_index(b, h, n0 + i);
-            for (int64_t c = 0; c < d; ++c) q_tile[i * d + c] = static_cast<Acc>(q_row[c]);
             row_max[i] = -INFINITY;
             row_sum[i] = 0;
-            row_scale[i] = flash_row_scale<HasLogn, Acc>(p, n0 + i);
+            row_scale[i] = flash_row_scale<HasLogn, T>(p, n0 + i);
           }
-          std::fill(o_acc.begin(), o_acc.end(), Acc(0));
+          std::fill(o_acc.begin(), o_acc.end(), T(0));
           const int64_t key_end = flash_key_end(p.query_offset, n0 + rows, p.n_keys);
           for (int64_t j0 = 0; j0 < key_end; j0 += block_k) {
             const int64_t cols = std::min(block_k, key_end - j0);
-            for (int64_t j = 0; j < cols; ++j) {
-              const T* k_row = p.k + p.kv_index(b, h, j0 + j);
-              const T* v_row = p.v + p.kv_index(b, h, j0 + j);
-              for (int64_t c = 0; c < d; ++c) {
-                kt_tile[c * block_k + j] = static_cast<Acc>(k_row[c]);
-                v_tile[j * d + c] = static_cast<Acc>(v_row[c]);
-              }
-            }
+            const T* k_tile = p.k + p.kv_index(b, h, j0);  // (cols, d)
+            const T* v_tile = p.v + p.kv_index(b, h, j0);  // (cols, d)
+            gemm(false, true, rows, cols, d, T(1), q_tile, p.q_row_stride, k_tile, p.kv_row_stride, T(0),
+                 s_tile.data(), block_k);
             for (int64_t i = 0; i < rows; ++i) {
-              Acc* s = s_tile.data() + i * block_k;  // (Bk) this row's logits
-              std::fill(s, s + cols, Acc(0));
-              for (int64_t c = 0; c < d; ++c) {
-                const Acc qc = q_tile[i * d + c];
-                const Acc* kt = kt_tile.data() + c * block_k;
-                for (int64_t j = 0; j < cols; ++j) s[j] += qc * kt[j];
-              }
+              T* s = s_tile.data() + i * block_k;  // (cols) this row's logits, then probabilities
               const int64_t query_pos = p.query_offset + n0 + i;
-              for (int64_t j = 0; j < cols; ++j) s[j] = flash_logit<HasAlibi>(s[j], row_scale[i], slope, query_pos, j0 + j);
-              const Acc correction = flash_online_softmax_update(s, cols, row_max[i], row_sum[i]);
-              Acc* o = o_acc.data() + i * d;  // (d)
-              for (int64_t c = 0; c < d; ++c) o[c] *= correction;
-              for (int64_t j = 0; j < cols; ++j) {
-                const Acc pj = s[j];
-                const Acc* v_row = v_tile.data() + j * d;
-                for (int64_t c = 0; c < d; ++c) o[c] += pj * v_row[c];
-              }
+              const int64_t visible = visible_prefix(query_pos, j0, cols);
+              // flash_online_softmax_update over the visible keys; masked keys get P = 0.
+              const T tile_max = std::max(
+                  row_max[i], kern.logits_row(s, visible, row_scale[i], HasAlibi, slope, T(query_pos - j0), key_index.data()));
+              const T shift = tile_max == -INFINITY ? T(0) : tile_max;
+              const T correction = std::exp(row_max[i] - shift);
+              const T tile_sum = kern.exp_shift_sum(s, visible, shift);
+              std::fill(s + visible, s + cols, T(0));
+              row_sum[i] = row_sum[i] * static_cast<double>(correction) + static_cast<double>(tile_sum);
+              row_max[i] = tile_max;
+              T* o = o_acc.data() + i * d;  // (d)
+              if (correction != T(1))
+                for (int64_t c = 0; c < d; ++c) o[c] *= correction;
             }
+            gemm(false, false, rows, d, cols, T(1), s_tile.data(), block_k, v_tile, p.kv_row_stride, T(1),
+                 o_acc.data(), d);
           }
           for (int64_t i = 0; i < rows; ++i) {
-            const Acc inv_sum = row_sum[i] > 0 ? Acc(1) / row_sum[i] : Acc(0);
+            const double inv_sum = row_sum[i] > 0 ? 1.0 / row_sum[i] : 0.0;
             T* o_row = p.o + p.q_index(b, h, n0 + i);
             for (int64_t c = 0; c < d; ++c) o_row[c] = static_cast<T>(o_acc[i * d + c] * inv_sum);
-            p.lse[p.lse_index(b, h, n0 + i)] = static_cast<T>(flash_row_lse(row_max[i], row_sum[i]));
+            p.lse[p.lse_index(b, h, n0 + i)] = static_cast<T>(flash_row_lse(static_cast<double>(row_max[i]), row_sum[i]));
           }
         }
       }
@@ -103,120 +139,139 @@ void flash_forward_cpu(const FlashParams<T>& p) {
   }
 }
 
-// ---- Backward: parallel over (batch, head) -----------------------------------------------------
-// One task owns the whole (b, h): it walks key tiles (dK, dV of a key tile complete in one
-// visit) and, inside, the query tiles that see them, accumulating dQ in dq_acc (N, d). No two
-// tasks touch the same dQ/dK/dV rows, so there are no races and no atomics, and the summation
-// order is fixed: results are bitwise reproducible.
+// ---- Backward -----------------------------------------------------------------------------------
+
+// Per-thread scratch of the backward.
+template <class T>
+struct BackwardScratch {
+  std::vector<T> p_tile;     // (Bq, Bk) logits, then P
+  std::vector<T> g_tile;     // (Bq, Bk) dP = dO V^T, then G = dL/d(q.k)
+  std::vector<T> key_index;  // (Bk) 0, 1, 2, ...
+  RowKernels<T> kern;
+  explicit BackwardScratch(const FlashParams<T>& p)
+      : p_tile(p.block_q * p.block_k), g_tile(p.block_q * p.block_k), key_index(p.block_k) {
+    std::iota(key_index.begin(), key_index.end(), T(0));
+  }
+};
+
+// P and G of the block (query tile at n0, key tile at j0) of head (b, h) into the scratch:
+// S = Q K^T, P = exp(S - LSE), dP = dO V^T, G = P (dP - D) logn scale; 0 where masked.
+// `delta` is D (N) of this head.
+template <class T, bool HasAlibi, bool HasLogn>
+void backward_block(const FlashParams<T>& p, int64_t b, int64_t h, int64_t n0, int64_t rows, int64_t j0,
+                    int64_t cols, const T* delta, BackwardScratch<T>& w) {
+  const int64_t d = p.head_dim, block_k = p.block_k;
+  const T slope = flash_head_slope<HasAlibi, T>(p, h);
+  gemm(false, true, rows, cols, d, T(1), p.q + p.q_index(b, h, n0), p.q_row_stride, p.k + p.kv_index(b, h, j0),
+       p.kv_row_stride, T(0), w.p_tile.data(), block_k);
+  gemm(false, true, rows, cols, d, T(1), p.d_o + p.q_index(b, h, n0), p.q_row_stride, p.v + p.kv_index(b, h, j0),
+       p.kv_row_stride, T(0), w.g_tile.data(), block_k);
+  for (int64_t i = 0; i < rows; ++i) {
+    T* s = w.p_tile.data() + i * block_k;  // (cols)
+    T* g = w.g_tile.data() + i * block_k;  // (cols)
+    const int64_t query_pos = p.query_offset + n0 + i;
+    const int64_t visible = visible_prefix(query_pos, j0, cols);
+    const T row_scale = flash_row_scale<HasLogn, T>(p, n0 + i);
+    w.kern.logits_row(s, visible, row_scale, HasAlibi, slope, T(query_pos - j0), w.key_index.data());
+    w.kern.exp_shift_sum(s, visible, p.lse[p.lse_index(b, h, n0 + i)]);  // flash_probability
+    w.kern.dot_grad_row(g, s, visible, delta[n0 + i], row_scale);
+    std::fill(s + visible, s + cols, T(0));
+    std::fill(g + visible, g + cols, T(0));
+  }
+}
+
+// dK, dV of key tile `key_tile` of head (b, h), over every query tile that sees it, in ascending
+// order; with `dq_too` also adds each block's G K into dQ (which the caller zeroed).
+template <class T, bool HasAlibi, bool HasLogn>
+void backward_key_tile(const FlashParams<T>& p, int64_t b, int64_t h, int64_t key_tile, const T* delta, bool dq_too,
+                       BackwardScratch<T>& w) {
+  const int64_t d = p.head_dim, block_q = p.block_q, block_k = p.block_k;
+  const int64_t j0 = key_tile * block_k, cols = std::min(block_k, p.n_keys - j0);
+  const T* k_tile = p.k + p.kv_index(b, h, j0);  // (cols, d)
+  T* dk_tile = p.dk + p.kv_index(b, h, j0);      // (cols, d)
+  T* dv_tile = p.dv + p.kv_index(b, h, j0);      // (cols, d)
+  for (int64_t j = 0; j < cols; ++j) {
+    std::fill(dk_tile + j * p.kv_row_stride, dk_tile + j * p.kv_row_stride + d, T(0));
+    std::fill(dv_tile + j * p.kv_row_stride, dv_tile + j * p.kv_row_stride + d, T(0));
+  }
+  // Query row n sees key j0 iff query_offset + n >= j0: earlier query tiles contribute nothing.
+  const int64_t first_tile = std::max<int64_t>(0, j0 - p.query_offset) / block_q;
+  for (int64_t n0 = first_tile * block_q; n0 < p.n_queries; n0 += block_q) {
+    const int64_t rows = std::min(block_q, p.n_queries - n0);
+    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, cols, delta, w);
+    const int64_t q_at = p.q_index(b, h, n0);
+    gemm(true, false, cols, d, rows, T(1), w.p_tile.data(), block_k, p.d_o + q_at, p.q_row_stride, T(1), dv_tile,
+         p.kv_row_stride);  // dV += P^T dO
+    gemm(true, false, cols, d, rows, T(1), w.g_tile.data(), block_k, p.q + q_at, p.q_row_stride, T(1), dk_tile,
+         p.kv_row_stride);  // dK += G^T Q
+    if (dq_too)
+      gemm(false, false, rows, d, cols, T(1), w.g_tile.data(), block_k, k_tile, p.kv_row_stride, T(1), p.dq + q_at,
+           p.q_row_stride);  // dQ += G K
+  }
+}
+
+// dQ of query tile `query_tile` of head (b, h): the blocks of backward_key_tile in the same
+// (ascending key tile) order, so the sums match the whole-head walk bit for bit.
+template <class T, bool HasAlibi, bool HasLogn>
+void backward_query_tile(const FlashParams<T>& p, int64_t b, int64_t h, int64_t query_tile, const T* delta,
+                         BackwardScratch<T>& w) {
+  const int64_t d = p.head_dim, block_k = p.block_k;
+  const int64_t n0 = query_tile * p.block_q, rows = std::min(p.block_q, p.n_queries - n0);
+  T* dq_tile = p.dq + p.q_index(b, h, n0);  // (rows, d)
+  for (int64_t i = 0; i < rows; ++i) std::fill(dq_tile + i * p.q_row_stride, dq_tile + i * p.q_row_stride + d, T(0));
+  const int64_t key_end = flash_key_end(p.query_offset, n0 + rows, p.n_keys);
+  for (int64_t j0 = 0; j0 < key_end; j0 += block_k) {
+    const int64_t cols = std::min(block_k, p.n_keys - j0);
+    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, cols, delta, w);
+    gemm(false, false, rows, d, cols, T(1), w.g_tile.data(), block_k, p.k + p.kv_index(b, h, j0), p.kv_row_stride,
+         T(1), dq_tile, p.q_row_stride);
+  }
+}
+
+// D = rowsum(dO * O) (B, H, N) in double, then the (b, h) or (b, h, tile) tasks. Every task owns
+// the dQ/dK/dV rows it writes and sums in a fixed order: no atomics, bitwise reproducible.
 template <class T, bool HasAlibi, bool HasLogn>
 void flash_backward_cpu(const FlashParams<T>& p) {
-  const int64_t d = p.head_dim, block_q = p.block_q, block_k = p.block_k, n_queries = p.n_queries;
-#pragma omp parallel if (worth_threads(p))
-  {
-    std::vector<Acc> delta(n_queries);           // (N) D = rowsum(dO * O)
-    std::vector<Acc> dq_acc(n_queries * d);      // (N, d) dQ of the current (b, h)
-    std::vector<Acc> k_tile(block_k * d);        // (Bk, d)
-    std::vector<Acc> kt_tile(d * block_k);       // (d, Bk) keys, transposed
-    std::vector<Acc> vt_tile(d * block_k);       // (d, Bk) values, transposed
-    std::vector<Acc> dk_acc(block_k * d);        // (Bk, d)
-    std::vector<Acc> dv_acc(block_k * d);        // (Bk, d)
-    std::vector<Acc> q_tile(block_q * d);        // (Bq, d)
-    std::vector<Acc> do_tile(block_q * d);       // (Bq, d)
-    std::vector<Acc> p_tile(block_q * block_k);  // (Bq, Bk) probabilities P
-    std::vector<Acc> dp_tile(block_q * block_k); // (Bq, Bk) dP = dO V^T, then dL/d(q.k)
-    std::vector<Acc> row_scale(block_q), row_lse(block_q);  // (Bq)
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t b = 0; b < p.batch; ++b) {
-      for (int64_t h = 0; h < p.heads; ++h) {
-        const Acc slope = flash_head_slope<HasAlibi, Acc>(p, h);
-        for (int64_t n = 0; n < n_queries; ++n) {
-          const T* o_row = p.o + p.q_index(b, h, n);
-          const T* do_row = p.d_o + p.q_index(b, h, n);
-          Acc sum = 0;
-          for (int64_t c = 0; c < d; ++c) sum += static_cast<Acc>(do_row[c]) * static_cast<Acc>(o_row[c]);
-          delta[n] = sum;
-        }
-        std::fill(dq_acc.begin(), dq_acc.end(), Acc(0));
-        for (int64_t j0 = 0; j0 < p.n_keys; j0 += block_k) {
-          const int64_t cols = std::min(block_k, p.n_keys - j0);
-          for (int64_t j = 0; j < cols; ++j) {
-            const T* k_row = p.k + p.kv_index(b, h, j0 + j);
-            const T* v_row = p.v + p.kv_index(b, h, j0 + j);
-            for (int64_t c = 0; c < d; ++c) {
-              k_tile[j * d + c] = static_cast<Acc>(k_row[c]);
-              kt_tile[c * block_k + j] = static_cast<Acc>(k_row[c]);
-              vt_tile[c * block_k + j] = static_cast<Acc>(v_row[c]);
-            }
-          }
-          std::fill(dk_acc.begin(), dk_acc.end(), Acc(0));
-          std::fill(dv_acc.begin(), dv_acc.end(), Acc(0));
-          // Query row n sees key j0 iff query_offset + n >= j0: earlier rows contribute nothing.
-          const int64_t first_row = std::max<int64_t>(0, j0 - p.query_offset);
-          for (int64_t n0 = first_row; n0 < n_queries; n0 += block_q) {
-            const int64_t rows = std::min(block_q, n_queries - n0);
-            for (int64_t i = 0; i < rows; ++i) {
-              const T* q_row = p.q + p.q_index(b, h, n0 + i);
-              const T* do_row = p.d_o + p.q_index(b, h, n0 + i);
-              for (int64_t c = 0; c < d; ++c) {
-                q_tile[i * d + c] = static_cast<Acc>(q_row[c]);
-                do_tile[i * d + c] = static_cast<Acc>(do_row[c]);
-              }
-              row_scale[i] = flash_row_scale<HasLogn, Acc>(p, n0 + i);
-              row_lse[i] = static_cast<Acc>(p.lse[p.lse_index(b, h, n0 + i)]);
-            }
-            for (int64_t i = 0; i < rows; ++i) {
-              Acc* s = p_tile.data() + i * block_k;    // (Bk) logits, then P
-              Acc* dp = dp_tile.data() + i * block_k;  // (Bk) dP
-              std::fill(s, s + cols, Acc(0));
-              std::fill(dp, dp + cols, Acc(0));
-              for (int64_t c = 0; c < d; ++c) {
-                const Acc qc = q_tile[i * d + c], doc = do_tile[i * d + c];
-                const Acc* kt = kt_tile.data() + c * block_k;
-                const Acc* vt = vt_tile.data() + c * block_k;
-                for (int64_t j = 0; j < cols; ++j) {
-                  s[j] += qc * kt[j];
-                  dp[j] += doc * vt[j];
-                }
-              }
-              const int64_t query_pos = p.query_offset + n0 + i;
-              for (int64_t j = 0; j < cols; ++j) {
-                s[j] = flash_probability(flash_logit<HasAlibi>(s[j], row_scale[i], slope, query_pos, j0 + j), row_lse[i]);
-                dp[j] = flash_dot_grad(s[j], dp[j], delta[n0 + i], row_scale[i]);
-              }
-            }
-            // dV += P^T dO, dK += G^T Q, dQ += G K with G = dL/d(q.k) (in dp_tile).
-            for (int64_t i = 0; i < rows; ++i) {
-              const Acc* p_row = p_tile.data() + i * block_k;
-              const Acc* g_row = dp_tile.data() + i * block_k;
-              const Acc* q_row = q_tile.data() + i * d;
-              const Acc* do_row = do_tile.data() + i * d;
-              Acc* dq_row = dq_acc.data() + (n0 + i) * d;
-              for (int64_t j = 0; j < cols; ++j) {
-                const Acc pij = p_row[j], gij = g_row[j];
-                const Acc* k_row = k_tile.data() + j * d;
-                Acc* dv_row = dv_acc.data() + j * d;
-                Acc* dk_row = dk_acc.data() + j * d;
-                for (int64_t c = 0; c < d; ++c) {
-                  dv_row[c] += pij * do_row[c];
-                  dk_row[c] += gij * q_row[c];
-                  dq_row[c] += gij * k_row[c];
-                }
-              }
-            }
-          }
-          for (int64_t j = 0; j < cols; ++j) {
-            T* dk_row = p.dk + p.kv_index(b, h, j0 + j);
-            T* dv_row = p.dv + p.kv_index(b, h, j0 + j);
-            for (int64_t c = 0; c < d; ++c) {
-              dk_row[c] = static_cast<T>(dk_acc[j * d + c]);
-              dv_row[c] = static_cast<T>(dv_acc[j * d + c]);
-            }
-          }
-        }
-        for (int64_t n = 0; n < n_queries; ++n) {
-          T* dq_row = p.dq + p.q_index(b, h, n);
-          for (int64_t c = 0; c < d; ++c) dq_row[c] = static_cast<T>(dq_acc[n * d + c]);
-        }
+  const int64_t d = p.head_dim, n_queries = p.n_queries, pairs = p.batch * p.heads;
+  const int64_t q_tiles = ceil_div(n_queries, p.block_q), k_tiles = ceil_div(p.n_keys, p.block_k);
+  std::vector<T> delta(pairs * n_queries);  // (B, H, N)
+  const bool threads = worth_threads(p);
+#pragma omp parallel for collapse(2) if (threads)
+  for (int64_t bh = 0; bh < pairs; ++bh) {
+    for (int64_t n = 0; n < n_queries; ++n) {
+      const int64_t at = p.q_index(bh / p.heads, bh % p.heads, n);
+      double sum = 0;
+      for (int64_t c = 0; c < d; ++c) sum += static_cast<double>(p.d_o[at + c]) * static_cast<double>(p.o[at + c]);
+      delta[bh * n_queries + n] = static_cast<T>(sum);
+    }
+  }
+  if (pairs >= kWholeHeadBackwardMinPairs) {
+#pragma omp parallel if (threads)
+    {
+      BackwardScratch<T> w(p);
+#pragma omp for schedule(dynamic)
+      for (int64_t bh = 0; bh < pairs; ++bh) {
+        const int64_t b = bh / p.heads, h = bh % p.heads;
+        for (int64_t n = 0; n < n_queries; ++n) std::fill_n(p.dq + p.q_index(b, h, n), d, T(0));
+        for (int64_t key_tile = 0; key_tile < k_tiles; ++key_tile)
+          backward_key_tile<T, HasAlibi, HasLogn>(p, b, h, key_tile, delta.data() + bh * n_queries, true, w);
+      }
+    }
+  } else {
+#pragma omp parallel if (threads)
+    {
+      BackwardScratch<T> w(p);
+#pragma omp for schedule(dynamic) nowait
+      for (int64_t task = 0; task < pairs * k_tiles; ++task) {
+        const int64_t bh = task / k_tiles;
+        backward_key_tile<T, HasAlibi, HasLogn>(p, bh / p.heads, bh % p.heads, task % k_tiles,
+                                                delta.data() + bh * n_queries, false, w);
+      }
+#pragma omp for schedule(dynamic)
+      for (int64_t task = 0; task < pairs * q_tiles; ++task) {
+        const int64_t bh = task / q_tiles;
+        backward_query_tile<T, HasAlibi, HasLogn>(p, bh / p.heads, bh % p.heads, task % q_tiles,
+                                                  delta.data() + bh * n_queries, w);
       }
     }
   }

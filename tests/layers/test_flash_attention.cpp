@@ -155,8 +155,8 @@ TEST(FlashAttention, AlibiSlopesRuleMatchesTheDocumentedExample) {
 }
 
 // The forward keeps only tile-sized scratch (see layers/flash_attention_cpu.cpp): per thread
-// (Bq, d) + (d, Bk) + (Bk, d) + (Bq, Bk) + (Bq, d) + 3 (Bq) doubles, ~66 KiB at 64 x 64 tiles,
-// where the N x M scores of this case alone would be 64 MiB in f32. Rows sampled at tile edges.
+// (Bq, Bk) + (Bq, d) + a few (Bq) floats, ~40 KiB at 64 x 128 tiles, where the N x M scores of
+// this case alone would be 64 MiB in f32. Rows sampled at tile edges.
 TEST(FlashAttention, LongSequenceMatchesNaiveRows) {
   const int64_t n = 4096, d = 16;
   const Tensor q = random_input({1, 1, n, d}, 31, 1.0, false).to(DType::F32);
@@ -206,6 +206,36 @@ TEST(FlashAttention, BitwiseDeterministicAcrossThreadCounts) {
                                            k.grad().to_vector<float>(), v.grad().to_vector<float>()};
   };
   EXPECT_EQ(run(1), run(3));
+}
+
+// The backward runs whole heads per task when B H >= 8 and (key tile, then query tile) tasks
+// below; both sum in the same order, so a head's gradients are the same bits either way: B = 2,
+// H = 4 (whole heads) against each batch element alone (B H = 4, split).
+TEST(FlashAttention, BackwardSchedulesGiveTheSameBits) {
+  const FlashCase c{"sched", 2, 4, 37, 53, 8, kInvSqrt8, true, true, -1, {16, 8}};
+  const AttentionOptions opt = options_for(c, DType::F32);
+  auto grads = [&](const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& d_o) {
+    Tensor q = q0.detach(), k = k0.detach(), v = v0.detach();
+    q.set_requires_grad(true), k.set_requires_grad(true), v.set_requires_grad(true);
+    flash_attention(q, k, v, opt, c.tiles).backward(d_o);
+    return std::vector<std::vector<float>>{q.grad().to_vector<float>(), k.grad().to_vector<float>(),
+                                           v.grad().to_vector<float>()};
+  };
+  const Tensor q = random_input({2, 4, 37, 8}, 61, 1.0, false).to(DType::F32);
+  const Tensor k = random_input({2, 4, 53, 8}, 62, 1.0, false).to(DType::F32);
+  const Tensor v = random_input({2, 4, 53, 8}, 63, 1.0, false).to(DType::F32);
+  const Tensor d_o = random_input({2, 4, 37, 8}, 64, 1.0, false).to(DType::F32);
+  const auto whole = grads(q, k, v, d_o);
+  for (int64_t b = 0; b < 2; ++b) {
+    auto part = [&](const Tensor& t) { return narrow(t, 0, b, 1); };
+    const auto split = grads(part(q), part(k), part(v), part(d_o));
+    for (size_t g = 0; g < 3; ++g) {
+      const size_t half = whole[g].size() / 2;
+      const std::vector<float> expected(whole[g].begin() + static_cast<std::ptrdiff_t>(b * half),
+                                        whole[g].begin() + static_cast<std::ptrdiff_t>((b + 1) * half));
+      EXPECT_EQ(split[g], expected) << "gradient " << g << ", batch " << b;
+    }
+  }
 }
 
 TEST(FlashAttention, ReferenceScoresAndProbabilitiesMatchTheNaiveOnes) {
