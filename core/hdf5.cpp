@@ -15,7 +15,20 @@ std::string last_error_message() {
   return message.empty() ? "no HDF5 error message" : message;
 }
 
-void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+namespace {
+// HDF5's exit handler closes every file still open; a file whose write failed (disk full) is
+// left half-closed by the library and its exit handler then crashes. tstl closes what it writes
+// explicitly, so the handler is not needed: it is switched off before the library starts.
+const bool g_no_atexit = [] {
+  H5dont_atexit();
+  return true;
+}();
+}  // namespace
+
+void quiet() {
+  (void)g_no_atexit;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 void Handle::reset() {
   if (id_ < 0) return;
