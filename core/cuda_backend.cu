@@ -102,4 +102,27 @@ void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, si
 void memset_zero(void* ptr, size_t bytes) { CUDA_CHECK(cudaMemset(ptr, 0, bytes)); }
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+std::string library_versions() {
+  int runtime = 0;
+  CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
+  std::string out = "CUDA runtime " + std::to_string(runtime / 1000) + "." + std::to_string(runtime % 1000 / 10);
+  int major = 0, minor = 0, patch = 0;
+  CUBLAS_CHECK(cublasGetProperty(MAJOR_VERSION, &major));
+  CUBLAS_CHECK(cublasGetProperty(MINOR_VERSION, &minor));
+  CUBLAS_CHECK(cublasGetProperty(PATCH_LEVEL, &patch));
+  out += ", cuBLAS " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+#ifdef TSTL_WITH_CUDNN
+  CUDNN_CHECK(cudnnGetProperty(MAJOR_VERSION, &major));
+  CUDNN_CHECK(cudnnGetProperty(MINOR_VERSION, &minor));
+  CUDNN_CHECK(cudnnGetProperty(PATCH_LEVEL, &patch));
+  out += ", cuDNN " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+#endif
+#ifdef TSTL_WITH_NCCL
+  int nccl = 0;
+  NCCL_CHECK(ncclGetVersion(&nccl));
+  out += ", NCCL " + std::to_string(nccl / 10000) + "." + std::to_string(nccl / 100 % 100) + "." + std::to_string(nccl % 100);
+#endif
+  return out;
+}
+
 }  // namespace tstl::cuda

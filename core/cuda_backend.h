@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace tstl::cuda {
 
@@ -18,5 +19,7 @@ void empty_cache();
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 void memset_zero(void* ptr, size_t bytes);
 void synchronize();
+// "cuBLAS 13.0.0, cuDNN 9.x, NCCL 2.28.x" for the libraries compiled in ("" without CUDA).
+std::string library_versions();
 
 }  // namespace tstl::cuda

@@ -20,6 +20,7 @@ void empty_cache() {}
 void copy(void*, bool, const void*, bool, size_t) { unavailable(); }
 void memset_zero(void*, size_t) { unavailable(); }
 void synchronize() {}
+std::string library_versions() { return ""; }
 
 }  // namespace tstl::cuda
 #endif
