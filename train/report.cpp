@@ -17,8 +17,7 @@
 #include <tuple>
 
 #include "core/error.h"
-#include "train/commands.h"
-#include "train/generate.h"
+#include "train/cli_util.h"
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
