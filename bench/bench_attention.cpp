@@ -14,12 +14,12 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -27,19 +27,8 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-template <class Fn>
-double seconds(Fn fn) {
-  const auto t0 = Clock::now();
-  fn();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using tstl::bench::median;
+using tstl::bench::seconds;
 
 // The naive attention of one problem: full matrices per (b, h), kept for the backward.
 struct Naive {

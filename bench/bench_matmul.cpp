@@ -4,32 +4,17 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-template <class Fn>
-double seconds(Fn fn) {
-  const auto t0 = Clock::now();
-  fn();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
+using tstl::bench::median;
+using tstl::bench::seconds;
 
 int main(int argc, char** argv) {
   using namespace tstl;

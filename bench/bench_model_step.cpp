@@ -3,12 +3,14 @@
 //   build/bench_model_step configs/350m.cfg [batch=1] [seq_len=512] [--model.variant alibi ...]
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -49,10 +51,7 @@ int main(int argc, char** argv) {
     double best = 1e30;
     for (int rep = 0; rep < 2; ++rep) {
       model.zero_grad();
-      const auto s = std::chrono::steady_clock::now();
-      Tensor loss = model.loss(inputs, targets);
-      loss.backward();
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
+      best = std::min(best, bench::seconds([&] { model.loss(inputs, targets).backward(); }));
     }
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);

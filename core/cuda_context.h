@@ -1,6 +1,7 @@
 // What every CUDA kernel file shares: the stream kernels run on, the per-device cuBLAS handle,
 // launch sizes for grid-stride loops, a scratch buffer from the caching allocator, a device-side
-// error flag for input validation, and element load/store that widens bf16 to f32.
+// error flag for input validation, element load/store that widens bf16 to f32, and warp
+// reductions.
 // Include only from .cu files.
 //
 // Ordering: every kernel and library call runs on the legacy default stream (stream 0), the same
@@ -26,7 +27,8 @@ inline cudaStream_t stream() { return static_cast<cudaStream_t>(0); }
 // GEMMs run in full fp32 (no TF32), bf16 GEMMs accumulate in fp32.
 cublasHandle_t cublas_handle();
 
-constexpr int kBlock = 256;  // threads per block of the elementwise kernels
+constexpr int kBlock = 256;  // threads per block of the elementwise and per-row kernels
+constexpr int kWarp = 32;
 
 // Blocks for a grid-stride loop over n items: enough to fill the device, capped so that the
 // launch is always valid; the loop covers the rest.
@@ -130,5 +132,31 @@ void visit_element_size(size_t bytes, const char* kernel, Fn&& fn) {
 inline void check_on_cuda(const Tensor& t, const char* kernel, const char* what) {
   TSTL_CHECK(t.device() == Device::CUDA, kernel, " (CUDA): ", what, " is on ", device_name(t.device()));
 }
+
+// A tensor of the compute dtype of activations of dtype `activation` (tables, norms, LSE).
+inline void check_compute_dtype(const Tensor& t, DType activation, const char* kernel, const char* what) {
+  const DType want = activation == DType::BF16 ? DType::F32 : activation;
+  TSTL_CHECK(t.dtype() == want, kernel, " (CUDA): ", what, " must be ", dtype_name(want), " for ",
+             dtype_name(activation), " activations, got ", dtype_name(t.dtype()));
+}
+
+#if defined(__CUDACC__)
+// Sum over the 32 lanes of a warp; every lane receives the total.
+template <class C>
+__device__ __forceinline__ C warp_sum(C v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Maximum over the 32 lanes of a warp; every lane receives it.
+template <class C>
+__device__ __forceinline__ C warp_max(C v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const C other = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+#endif
 
 }  // namespace tstl::cuda

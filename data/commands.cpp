@@ -2,34 +2,18 @@
 #include <boost/program_options.hpp>
 
 #include <cstdio>
-#include <iostream>
 
 #include "core/error.h"
 #include "data/prepare.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "train/commands.h"
+#include "train/cli_util.h"
 
 namespace po = boost::program_options;
 
 namespace tstl {
 
 namespace {
-
-// Parses `args` against `desc`; returns false (after printing the help) on --help.
-bool parse(const Args& args, const po::options_description& desc, po::variables_map& vm, const char* usage) {
-  try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
-    if (vm.count("help")) {  // before notify(), which enforces the required options
-      std::cout << usage << "\n" << desc << "\n";
-      return false;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    TSTL_FAIL(e.what(), " (see --help)");
-  }
-  return true;
-}
 
 void print_split(const char* name, const PrepareSplitSummary& s) {
   std::printf("  %-5s %9lld %13lld %13lld %13.3f\n", name, static_cast<long long>(s.documents),
@@ -53,8 +37,9 @@ int command_prepare(const Args& args) {
       ("max-documents", po::value(&options.max_documents)->default_value(0), "stop after N documents (0: all)")
       ("token-dtype", po::value(&options.token_dtype)->default_value("auto"), "auto | uint16 | uint32");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: tstl prepare --input PATH... --tokenizer byte|spm:FILE --output FILE.h5 "
-                             "[--val-fraction F | --val-documents NAME...] [--max-documents N]"))
+  if (!parse_command_line(args, desc, vm,
+                          "usage: tstl prepare --input PATH... --tokenizer byte|spm:FILE --output FILE.h5 "
+                          "[--val-fraction F | --val-documents NAME...] [--max-documents N]"))
     return 0;
   TSTL_CHECK(!(vm.count("val-documents") && !vm["val-fraction"].defaulted()),
              "give --val-fraction or --val-documents, not both");
@@ -96,7 +81,7 @@ int command_tokenizer(const Args& args) {
         ("max-sentences", po::value(&options.max_sentences)->default_value(2000000), "lines sampled for training")
         ("seed", po::value(&options.seed)->default_value(1), "SentencePiece's random seed");
     po::variables_map vm;
-    if (!parse(rest, desc, vm, usage)) return 0;
+    if (!parse_command_line(rest, desc, vm, usage)) return 0;
     const std::string identity = train_spm(options, output);
     std::printf("wrote %s: %s\n", output.c_str(), identity.c_str());
     return 0;
@@ -109,7 +94,7 @@ int command_tokenizer(const Args& args) {
         ("text", po::value(&text), "text to encode")
         ("tokens", po::value(&tokens), "token file to check against the tokenizer");
     po::variables_map vm;
-    if (!parse(rest, desc, vm, usage)) return 0;
+    if (!parse_command_line(rest, desc, vm, usage)) return 0;
     const auto tok = make_tokenizer(spec);
     if (action == "check") {
       TSTL_CHECK(!tokens.empty(), "tokenizer check needs --tokens FILE.h5");

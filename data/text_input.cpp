@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "train/json.h"
 
 namespace fs = std::filesystem;
 
@@ -110,23 +111,6 @@ struct JsonCursor {
     }
     return v;
   }
-  static void put_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
   // A string starting at '"'; decoded into *out when out is not null.
   void string(std::string* out) {
     expect('"');
@@ -166,7 +150,7 @@ struct JsonCursor {
         }
         default: fail(str("unknown escape '\\", e, "'"));
       }
-      if (out) put_utf8(*out, cp);
+      if (out) append_utf8(*out, cp);
     }
   }
   void literal(const char* word) {

@@ -2,14 +2,14 @@
 // backward, one thread per plane (i, i+h), with the per-plane math of layers/coca.h. The part is
 // a template parameter so each kernel is branch-free. x, g, out, dx (B, H, N, d) in f32, bf16 or
 // f64; cos/sin (N, h) in the compute dtype. Gradient contract: out and dx are written (=).
+#include "core/cuda_context.h"
 #include "layers/coca.h"
-#include "layers/layer_cuda.cuh"
 
 namespace tstl::kernels {
 
 namespace {
 
-using layer_cuda::compute_t;
+using cuda::compute_t;
 
 template <CocaPart P, class C>
 __device__ __forceinline__ void forward_plane(C x0, C x1, C c, C s, C& y0, C& y1) {
@@ -42,31 +42,31 @@ __global__ void coca_kernel(const T* __restrict__ x,              // (B, H, N, d
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = e / h, i = e % h;
     const int64_t a = r * d + i, b = a + h, t = (r % n) * h + i;
-    const C x0 = layer_cuda::load(x, a), x1 = layer_cuda::load(x, b);
+    const C x0 = cuda::load(x, a), x1 = cuda::load(x, b);
     C y0, y1;
     if constexpr (Backward) {
-      backward_plane<P>(x0, x1, cos[t], sin[t], layer_cuda::load(g, a), layer_cuda::load(g, b), y0, y1);
+      backward_plane<P>(x0, x1, cos[t], sin[t], cuda::load(g, a), cuda::load(g, b), y0, y1);
     } else {
       forward_plane<P>(x0, x1, cos[t], sin[t], y0, y1);
     }
-    layer_cuda::store(out, a, y0);
-    layer_cuda::store(out, b, y1);
+    cuda::store(out, a, y0);
+    cuda::store(out, b, y1);
   }
 }
 
 template <bool Backward>
 void launch(CocaPart part, const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor* g, Tensor& out,
             const char* name) {
-  layer_cuda::check_on_cuda(x, name, "x");
-  layer_cuda::check_on_cuda(cos, name, "cos");
-  layer_cuda::check_on_cuda(sin, name, "sin");
-  layer_cuda::check_on_cuda(out, name, "out");
-  if (g) layer_cuda::check_on_cuda(*g, name, "g");
-  layer_cuda::check_compute_dtype(cos, x.dtype(), name, "cos");
-  layer_cuda::check_compute_dtype(sin, x.dtype(), name, "sin");
+  cuda::check_on_cuda(x, name, "x");
+  cuda::check_on_cuda(cos, name, "cos");
+  cuda::check_on_cuda(sin, name, "sin");
+  cuda::check_on_cuda(out, name, "out");
+  if (g) cuda::check_on_cuda(*g, name, "g");
+  cuda::check_compute_dtype(cos, x.dtype(), name, "cos");
+  cuda::check_compute_dtype(sin, x.dtype(), name, "sin");
   const int64_t n = x.size(2), h = x.size(3) / 2, planes = x.numel() / 2;
   if (planes == 0) return;
-  layer_cuda::visit_float(x.dtype(), name, [&](auto tag) {
+  cuda::visit_cuda_float(x.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const T* px = x.data<T>();
@@ -74,22 +74,22 @@ void launch(CocaPart part, const Tensor& x, const Tensor& cos, const Tensor& sin
     const C* ps = sin.data<C>();
     const T* pg = g ? g->data<T>() : nullptr;
     T* po = out.data<T>();
-    const unsigned grid = layer_cuda::grid_for(planes);
-    const cudaStream_t stream = layer_cuda::stream();
+    const unsigned grid = cuda::grid_for(planes);
+    const cudaStream_t stream = cuda::stream();
     switch (part) {
       case CocaPart::Query:
-        coca_kernel<CocaPart::Query, Backward, T><<<grid, layer_cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
+        coca_kernel<CocaPart::Query, Backward, T><<<grid, cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
         break;
       case CocaPart::Key:
-        coca_kernel<CocaPart::Key, Backward, T><<<grid, layer_cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
+        coca_kernel<CocaPart::Key, Backward, T><<<grid, cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
         break;
       case CocaPart::StrictQuery:
         coca_kernel<CocaPart::StrictQuery, Backward, T>
-            <<<grid, layer_cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
+            <<<grid, cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
         break;
       case CocaPart::StrictKey:
         coca_kernel<CocaPart::StrictKey, Backward, T>
-            <<<grid, layer_cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
+            <<<grid, cuda::kBlock, 0, stream>>>(px, pc, ps, pg, po, planes, n, h);
         break;
     }
     CUDA_CHECK_LAUNCH();

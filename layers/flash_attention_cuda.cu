@@ -18,14 +18,14 @@
 // Gradient contract: o, lse, dq, dk, dv are written (=).
 #include <cmath>
 
+#include "core/cuda_context.h"
 #include "layers/flash_attention.h"
-#include "layers/layer_cuda.cuh"
 
 namespace tstl::kernels {
 
 namespace {
 
-using layer_cuda::kWarp;
+using cuda::kWarp;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
@@ -49,7 +49,7 @@ __device__ void stage_tile(float* dst, int stride, int tile_rows, const T* src, 
                            int64_t valid_rows, int d) {
   for (int idx = threadIdx.x; idx < tile_rows * D; idx += blockDim.x) {
     const int i = idx / D, c = idx % D;
-    dst[i * stride + c] = (i < valid_rows && c < d) ? static_cast<float>(layer_cuda::load(src, first + i * row_stride + c))
+    dst[i * stride + c] = (i < valid_rows && c < d) ? static_cast<float>(cuda::load(src, first + i * row_stride + c))
                                                     : 0.f;
   }
 }
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashPara
       const float logit = (i < rows && key < key_end)
                               ? flash_logit<HasAlibi>(s[r], row_scale[r], slope, p.query_offset + n0 + i, key)
                               : -INFINITY;
-      const float new_max = fmaxf(row_max[r], layer_cuda::warp_max(logit));
+      const float new_max = fmaxf(row_max[r], cuda::warp_max(logit));
       const float shift = new_max == -INFINITY ? 0.f : new_max;
       const float correction = expf(row_max[r] - shift);  // 0 on the row's first visible tile
       const float prob = flash_probability(logit, shift);
@@ -163,14 +163,14 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashPara
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int i = warp * R + r;
-    const float row_sum = layer_cuda::warp_sum(lane_sum[r]);
+    const float row_sum = cuda::warp_sum(lane_sum[r]);
     if (i >= rows) continue;
     const float inv_sum = row_sum > 0.f ? 1.f / row_sum : 0.f;
     const int64_t base = p.q_index(at.b, at.h, n0 + i);
 #pragma unroll
     for (int t = 0; t < S; ++t) {
       const int c = lane + kWarp * t;
-      if (c < d) layer_cuda::store(p.o, base + c, o[r][t] * inv_sum);
+      if (c < d) cuda::store(p.o, base + c, o[r][t] * inv_sum);
     }
     if (lane == 0) p.lse[p.lse_index(at.b, at.h, n0 + i)] = flash_row_lse(row_max[r], row_sum);
   }
@@ -188,8 +188,8 @@ __global__ void flash_delta_kernel(const T* __restrict__ o,    // (B, H, N, d)
   for (int64_t row = blockIdx.x * warps_per_block + threadIdx.x / kWarp; row < rows;
        row += static_cast<int64_t>(gridDim.x) * warps_per_block) {
     float sum = 0.f;
-    for (int64_t c = lane; c < d; c += kWarp) sum += layer_cuda::load(d_o, row * d + c) * layer_cuda::load(o, row * d + c);
-    sum = layer_cuda::warp_sum(sum);
+    for (int64_t c = lane; c < d; c += kWarp) sum += cuda::load(d_o, row * d + c) * cuda::load(o, row * d + c);
+    sum = cuda::warp_sum(sum);
     if (lane == 0) delta[row] = sum;
   }
 }
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int t = 0; t < S; ++t) {
       const int c = lane + kWarp * t;
-      if (c < d) layer_cuda::store(p.dq, base + c, dq[r][t]);
+      if (c < d) cuda::store(p.dq, base + c, dq[r][t]);
     }
   }
 }
@@ -334,8 +334,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int t = 0; t < S; ++t) {
       const int c = lane + kWarp * t;
       if (c < d) {
-        layer_cuda::store(p.dk, base + c, dk[r][t]);
-        layer_cuda::store(p.dv, base + c, dv[r][t]);
+        cuda::store(p.dk, base + c, dk[r][t]);
+        cuda::store(p.dv, base + c, dv[r][t]);
       }
     }
   }
@@ -366,7 +366,7 @@ unsigned block_count(int64_t blocks, const char* what) {
 template <class Kernel, class... Args>
 void launch(Kernel kernel, unsigned blocks, size_t smem, Args... args) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kernel<<<blocks, kThreads, smem, layer_cuda::stream()>>>(args...);
+  kernel<<<blocks, kThreads, smem, cuda::stream()>>>(args...);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -392,18 +392,18 @@ void visit_flash_dtype(DType dtype, Fn&& fn) {
 void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                   const Tensor& lse) {
   const char* name = "flash_attention";
-  layer_cuda::check_on_cuda(q, name, "q");
-  layer_cuda::check_on_cuda(k, name, "k");
-  layer_cuda::check_on_cuda(v, name, "v");
-  layer_cuda::check_on_cuda(lse, name, "lse");
+  cuda::check_on_cuda(q, name, "q");
+  cuda::check_on_cuda(k, name, "k");
+  cuda::check_on_cuda(v, name, "v");
+  cuda::check_on_cuda(lse, name, "lse");
   TSTL_CHECK(lse.dtype() == DType::F32, "flash_attention (CUDA): lse must be f32, got ", dtype_name(lse.dtype()));
   if (slopes.defined()) {
-    layer_cuda::check_on_cuda(slopes, name, "alibi_slopes");
+    cuda::check_on_cuda(slopes, name, "alibi_slopes");
     TSTL_CHECK(slopes.dtype() == DType::F32, "flash_attention (CUDA): alibi_slopes must be f32, got ",
                dtype_name(slopes.dtype()));
   }
   if (logn.defined()) {
-    layer_cuda::check_on_cuda(logn, name, "logn");
+    cuda::check_on_cuda(logn, name, "logn");
     TSTL_CHECK(logn.dtype() == DType::F32, "flash_attention (CUDA): logn must be f32, got ", dtype_name(logn.dtype()));
   }
 }
@@ -444,7 +444,7 @@ FlashParams<T, float> make_params(const Tensor& q, const Tensor& k, const Tensor
 void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                         int64_t query_offset, double scale, Tensor& o, Tensor& lse) {
   check_inputs(q, k, v, slopes, logn, lse);
-  layer_cuda::check_on_cuda(o, "flash_attention", "o");
+  cuda::check_on_cuda(o, "flash_attention", "o");
   visit_flash_dtype(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     FlashParams<T, float> p = make_params<T>(q, k, v, slopes, logn, query_offset, scale, lse);
@@ -468,8 +468,8 @@ void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, cons
                          int64_t query_offset, double scale, const Tensor& o, const Tensor& lse, const Tensor& d_o,
                          Tensor& dq, Tensor& dk, Tensor& dv) {
   check_inputs(q, k, v, slopes, logn, lse);
-  layer_cuda::check_on_cuda(o, "flash_attention backward", "o");
-  layer_cuda::check_on_cuda(d_o, "flash_attention backward", "dO");
+  cuda::check_on_cuda(o, "flash_attention backward", "o");
+  cuda::check_on_cuda(d_o, "flash_attention backward", "dO");
   const int64_t rows = q.numel() / q.size(3);
   Tensor delta = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, Device::CUDA);  // (B, H, N)
   visit_flash_dtype(q.dtype(), [&](auto tag) {
@@ -480,8 +480,8 @@ void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, cons
     p.dq = dq.data<T>();
     p.dk = dk.data<T>();
     p.dv = dv.data<T>();
-    constexpr int kRowsPerBlock = layer_cuda::kBlock / kWarp;
-    flash_delta_kernel<T><<<layer_cuda::grid_for(rows, kRowsPerBlock), layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+    constexpr int kRowsPerBlock = cuda::kBlock / kWarp;
+    flash_delta_kernel<T><<<cuda::grid_for(rows, kRowsPerBlock), cuda::kBlock, 0, cuda::stream()>>>(
         o.data<T>(), d_o.data<T>(), delta.data<float>(), rows, p.head_dim);
     CUDA_CHECK_LAUNCH();
     const float* pdelta = delta.data<float>();

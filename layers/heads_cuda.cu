@@ -2,8 +2,8 @@
 // layout and the token-major packed one, one thread per element, with the index map
 // heads_packed_index of layers/heads.h. Elements are moved as raw 2, 4 or 8-byte words, so every
 // dtype works. Gather writes split (=); scatter writes only the selected columns of packed.
+#include "core/cuda_context.h"
 #include "layers/heads.h"
-#include "layers/layer_cuda.cuh"
 
 namespace tstl::kernels {
 
@@ -28,25 +28,19 @@ __global__ void heads_copy_kernel(const HeadsArgs a, U* __restrict__ packed /* (
 
 template <bool ToPacked>
 void heads_copy(const HeadsArgs& args, const Tensor& packed, const Tensor& split, const char* name) {
-  layer_cuda::check_on_cuda(packed, name, "the packed tensor");
-  layer_cuda::check_on_cuda(split, name, "the head-major tensor");
+  cuda::check_on_cuda(packed, name, "the packed tensor");
+  cuda::check_on_cuda(split, name, "the head-major tensor");
   TSTL_CHECK(packed.dtype() == split.dtype(), name, " (CUDA): dtypes differ (", dtype_name(packed.dtype()), " vs ",
              dtype_name(split.dtype()), ")");
   const int64_t count = args.batch * args.heads * args.tokens * args.head_dim;
   if (count == 0) return;
-  const unsigned grid = layer_cuda::grid_for(count);
-  auto run = [&](auto word) {
+  const unsigned grid = cuda::grid_for(count);
+  cuda::visit_element_size(dtype_size(packed.dtype()), name, [&](auto word) {
     using U = decltype(word);
-    heads_copy_kernel<ToPacked, U><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+    heads_copy_kernel<ToPacked, U><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
         args, static_cast<U*>(packed.raw()), static_cast<U*>(split.raw()), count);
     CUDA_CHECK_LAUNCH();
-  };
-  switch (dtype_size(packed.dtype())) {
-    case 2: run(uint16_t{}); break;
-    case 4: run(uint32_t{}); break;
-    case 8: run(uint64_t{}); break;
-    default: TSTL_FAIL(name, " (CUDA): unsupported element size ", dtype_size(packed.dtype()));
-  }
+  });
 }
 
 }  // namespace

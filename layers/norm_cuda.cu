@@ -8,16 +8,16 @@
 // compute dtype. Gradient contract: y, mean, rstd, dx, dgain, dbias are written (=).
 #include <algorithm>
 
-#include "layers/layer_cuda.cuh"
+#include "core/cuda_context.h"
 #include "layers/norm.h"
 
 namespace tstl::kernels {
 
 namespace {
 
-using layer_cuda::compute_t;
-using layer_cuda::kWarp;
-constexpr int kRowsPerBlock = layer_cuda::kBlock / kWarp;
+using cuda::compute_t;
+using cuda::kWarp;
+constexpr int kRowsPerBlock = cuda::kBlock / kWarp;
 
 template <bool Centered, class T>
 __global__ void norm_forward_kernel(const T* __restrict__ x,       // (R, C)
@@ -35,19 +35,19 @@ __global__ void norm_forward_kernel(const T* __restrict__ x,       // (R, C)
     C m = 0;
     if constexpr (Centered) {
       C sum = 0;
-      for (int64_t c = lane; c < cols; c += kWarp) sum += layer_cuda::load(row, c);
-      m = layer_cuda::warp_sum(sum) / static_cast<C>(cols);
+      for (int64_t c = lane; c < cols; c += kWarp) sum += cuda::load(row, c);
+      m = cuda::warp_sum(sum) / static_cast<C>(cols);
     }
     C second = 0;
     for (int64_t c = lane; c < cols; c += kWarp) {
-      const C centred = layer_cuda::load(row, c) - m;
+      const C centred = cuda::load(row, c) - m;
       second += centred * centred;
     }
-    second = layer_cuda::warp_sum(second);
+    second = cuda::warp_sum(second);
     const C s = C(1) / sqrt(second / static_cast<C>(cols) + eps);
     for (int64_t c = lane; c < cols; c += kWarp) {
-      const C b = bias ? layer_cuda::load(bias, c) : C(0);
-      layer_cuda::store(y, r * cols + c, norm_output<C>(layer_cuda::load(row, c), m, s, layer_cuda::load(gain, c), b));
+      const C b = bias ? cuda::load(bias, c) : C(0);
+      cuda::store(y, r * cols + c, norm_output<C>(cuda::load(row, c), m, s, cuda::load(gain, c), b));
     }
     if (lane == 0) {
       if constexpr (Centered) mean[r] = m;
@@ -73,16 +73,16 @@ __global__ void norm_input_grad_kernel(const T* __restrict__ x,             // (
     // The two row means of norm_row_grad_means: <g> and <g xhat>, g = dy * gain.
     C sum_g = 0, sum_g_xhat = 0;
     for (int64_t c = lane; c < cols; c += kWarp) {
-      const C g = layer_cuda::load(dy, base + c) * layer_cuda::load(gain, c);
+      const C g = cuda::load(dy, base + c) * cuda::load(gain, c);
       if constexpr (Centered) sum_g += g;
-      sum_g_xhat += g * ((layer_cuda::load(x, base + c) - m) * s);
+      sum_g_xhat += g * ((cuda::load(x, base + c) - m) * s);
     }
-    const C mean_g = Centered ? layer_cuda::warp_sum(sum_g) / static_cast<C>(cols) : C(0);
-    const C mean_g_xhat = layer_cuda::warp_sum(sum_g_xhat) / static_cast<C>(cols);
+    const C mean_g = Centered ? cuda::warp_sum(sum_g) / static_cast<C>(cols) : C(0);
+    const C mean_g_xhat = cuda::warp_sum(sum_g_xhat) / static_cast<C>(cols);
     for (int64_t c = lane; c < cols; c += kWarp)
-      layer_cuda::store(dx, base + c,
-                        norm_input_grad<C>(layer_cuda::load(x, base + c), layer_cuda::load(dy, base + c),
-                                           layer_cuda::load(gain, c), m, s, mean_g, mean_g_xhat));
+      cuda::store(dx, base + c,
+                        norm_input_grad<C>(cuda::load(x, base + c), cuda::load(dy, base + c),
+                                           cuda::load(gain, c), m, s, mean_g, mean_g_xhat));
   }
 }
 
@@ -102,9 +102,9 @@ __global__ void norm_param_partial_kernel(const T* __restrict__ x,             /
   const int64_t r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
   C sum_dy_xhat = 0, sum_dy = 0;
   for (int64_t r = r0; r < r1; ++r) {
-    const C g = layer_cuda::load(dy, r * cols + c);
+    const C g = cuda::load(dy, r * cols + c);
     const C m = Centered ? mean[r] : C(0);
-    sum_dy_xhat += g * ((layer_cuda::load(x, r * cols + c) - m) * rstd[r]);
+    sum_dy_xhat += g * ((cuda::load(x, r * cols + c) - m) * rstd[r]);
     sum_dy += g;
   }
   partial_gain[chunk * cols + c] = sum_dy_xhat;
@@ -126,8 +126,8 @@ __global__ void norm_param_reduce_kernel(const compute_t<T>* __restrict__ partia
       sum_gain += partial_gain[k * cols + c];
       sum_bias += partial_bias[k * cols + c];
     }
-    if (dgain) layer_cuda::store(dgain, c, sum_gain);
-    if (dbias) layer_cuda::store(dbias, c, sum_bias);
+    if (dgain) cuda::store(dgain, c, sum_gain);
+    if (dbias) cuda::store(dbias, c, sum_bias);
   }
 }
 
@@ -143,23 +143,23 @@ DType compute_dtype(DType activation) { return activation == DType::BF16 ? DType
 void norm_forward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gain, const Tensor& bias, Tensor& y,
                        Tensor& mean, Tensor& rstd) {
   const char* name = args.centered ? "layer_norm" : "rms_norm";
-  layer_cuda::check_on_cuda(x, name, "x");
-  layer_cuda::check_on_cuda(gain, name, "gain");
-  layer_cuda::check_on_cuda(y, name, "y");
-  layer_cuda::check_compute_dtype(rstd, x.dtype(), name, "rstd");
-  if (args.centered) layer_cuda::check_compute_dtype(mean, x.dtype(), name, "mean");
+  cuda::check_on_cuda(x, name, "x");
+  cuda::check_on_cuda(gain, name, "gain");
+  cuda::check_on_cuda(y, name, "y");
+  cuda::check_compute_dtype(rstd, x.dtype(), name, "rstd");
+  if (args.centered) cuda::check_compute_dtype(mean, x.dtype(), name, "mean");
   if (args.rows == 0) return;
-  layer_cuda::visit_float(x.dtype(), name, [&](auto tag) {
+  cuda::visit_cuda_float(x.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
-    const unsigned grid = layer_cuda::grid_for(args.rows, kRowsPerBlock);
+    const unsigned grid = cuda::grid_for(args.rows, kRowsPerBlock);
     const C eps = static_cast<C>(args.eps);
     if (args.centered) {
-      norm_forward_kernel<true, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+      norm_forward_kernel<true, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
           x.data<T>(), gain.data<T>(), data_or_null<T>(bias), y.data<T>(), mean.data<C>(), rstd.data<C>(), args.rows,
           args.cols, eps);
     } else {
-      norm_forward_kernel<false, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+      norm_forward_kernel<false, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
           x.data<T>(), gain.data<T>(), data_or_null<T>(bias), y.data<T>(), static_cast<C*>(nullptr), rstd.data<C>(),
           args.rows, args.cols, eps);
     }
@@ -170,21 +170,21 @@ void norm_forward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gain
 void norm_backward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gain, const Tensor& mean,
                         const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dgain, Tensor& dbias) {
   const char* name = args.centered ? "layer_norm backward" : "rms_norm backward";
-  layer_cuda::check_on_cuda(x, name, "x");
-  layer_cuda::check_on_cuda(dy, name, "dy");
-  layer_cuda::check_compute_dtype(rstd, x.dtype(), name, "rstd");
+  cuda::check_on_cuda(x, name, "x");
+  cuda::check_on_cuda(dy, name, "dy");
+  cuda::check_compute_dtype(rstd, x.dtype(), name, "rstd");
   if (args.rows == 0 || args.cols == 0) return;
-  layer_cuda::visit_float(x.dtype(), name, [&](auto tag) {
+  cuda::visit_cuda_float(x.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     using C = compute_t<T>;
     const C* pmean = args.centered ? mean.data<C>() : nullptr;
     if (dx.defined()) {
-      const unsigned grid = layer_cuda::grid_for(args.rows, kRowsPerBlock);
+      const unsigned grid = cuda::grid_for(args.rows, kRowsPerBlock);
       if (args.centered) {
-        norm_input_grad_kernel<true, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+        norm_input_grad_kernel<true, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
             x.data<T>(), gain.data<T>(), pmean, rstd.data<C>(), dy.data<T>(), dx.data<T>(), args.rows, args.cols);
       } else {
-        norm_input_grad_kernel<false, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+        norm_input_grad_kernel<false, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
             x.data<T>(), gain.data<T>(), pmean, rstd.data<C>(), dy.data<T>(), dx.data<T>(), args.rows, args.cols);
       }
       CUDA_CHECK_LAUNCH();
@@ -196,19 +196,19 @@ void norm_backward_cuda(const NormArgs& args, const Tensor& x, const Tensor& gai
     const DType acc = compute_dtype(x.dtype());
     Tensor partial_gain = Tensor::empty({chunks, args.cols}, acc, Device::CUDA);  // (chunks, C)
     Tensor partial_bias = Tensor::empty({chunks, args.cols}, acc, Device::CUDA);  // (chunks, C)
-    const dim3 grid(static_cast<unsigned>((args.cols + layer_cuda::kBlock - 1) / layer_cuda::kBlock),
+    const dim3 grid(static_cast<unsigned>((args.cols + cuda::kBlock - 1) / cuda::kBlock),
                     static_cast<unsigned>(chunks));
     if (args.centered) {
-      norm_param_partial_kernel<true, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+      norm_param_partial_kernel<true, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
           x.data<T>(), pmean, rstd.data<C>(), dy.data<T>(), partial_gain.data<C>(), partial_bias.data<C>(), args.rows,
           args.cols, chunk_rows);
     } else {
-      norm_param_partial_kernel<false, T><<<grid, layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+      norm_param_partial_kernel<false, T><<<grid, cuda::kBlock, 0, cuda::stream()>>>(
           x.data<T>(), pmean, rstd.data<C>(), dy.data<T>(), partial_gain.data<C>(), partial_bias.data<C>(), args.rows,
           args.cols, chunk_rows);
     }
     CUDA_CHECK_LAUNCH();
-    norm_param_reduce_kernel<T><<<layer_cuda::grid_for(args.cols), layer_cuda::kBlock, 0, layer_cuda::stream()>>>(
+    norm_param_reduce_kernel<T><<<cuda::grid_for(args.cols), cuda::kBlock, 0, cuda::stream()>>>(
         partial_gain.data<C>(), partial_bias.data<C>(), data_or_null<T>(dgain), data_or_null<T>(dbias), chunks,
         args.cols);
     CUDA_CHECK_LAUNCH();

@@ -17,8 +17,8 @@
 #include "core/hdf5.h"
 #include "data/text_input.h"
 #include "layers/attention_reference.h"
-#include "train/generate.h"
-#include "train/report.h"
+#include "train/cli_util.h"
+#include "train/json.h"
 
 namespace po = boost::program_options;
 
@@ -64,18 +64,17 @@ void write_dataset(hid_t parent, const std::string& name, hid_t mem_type, const 
 }  // namespace
 
 int command_eval_attention(const Args& args) {
-  std::string checkpoint, text_path, layers_text, scaling_spec, json_path, h5_path;
+  std::string checkpoint, text_path, layers_text, json_path, h5_path;
+  ScalingArguments scaling_args;
   int64_t max_tokens = 0;
-  bool logn = false;
   po::options_description desc("tstl eval attention options");
   desc.add_options()("help,h", "show this help")
       ("checkpoint", po::value(&checkpoint)->required(), "a checkpoint file")
       ("text", po::value(&text_path)->required(), "a text file (.gz allowed): the input")
       ("layers", po::value(&layers_text)->required(), "layer indices, comma-separated (0-based)")
-      ("max-tokens", po::value(&max_tokens)->default_value(256), "cut the input to N tokens (0: all)")
-      ("scaling", po::value(&scaling_spec)->default_value("none"), "METHOD:FACTOR (see tstl eval ppl --help)")
-      ("logn", po::bool_switch(&logn), "log-n query scaling at inference (RoPE family)")
-      ("json", po::value(&json_path), "write JSON here")
+      ("max-tokens", po::value(&max_tokens)->default_value(256), "cut the input to N tokens (0: all)");
+  add_scaling_options(desc, scaling_args);
+  desc.add_options()("json", po::value(&json_path), "write JSON here")
       ("h5", po::value(&h5_path), "write HDF5 here");
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
@@ -84,8 +83,8 @@ int command_eval_attention(const Args& args) {
     return 0;
   TSTL_CHECK(json_path.empty() != h5_path.empty(), "give exactly one of --json OUT and --h5 OUT");
   TSTL_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
-  const LoadedModel loaded = load_model(checkpoint);
-  const ModelConfig& mc = loaded.model->config();
+  InferenceModel model = load_for_inference(checkpoint, scaling_args);
+  const ModelConfig& mc = model.config();
   std::vector<int64_t> layers;
   size_t start = 0;
   while (start <= layers_text.size()) {  // indices may be 0, so not parse_int_list
@@ -98,20 +97,17 @@ int command_eval_attention(const Args& args) {
     layers.push_back(l);
     start = comma + 1;
   }
-  InferenceScaling scaling = parse_scaling(scaling_spec);
-  scaling.logn = logn;
-  ForwardOptions forward = forward_options_for(mc, scaling);
-  const auto tokenizer = tokenizer_for(loaded, checkpoint);
-  std::vector<int32_t> ids = tokenizer->encode(read_file_text(text_path));
+  const Tokenizer& tokenizer = *model.tokenizer;
+  std::vector<int32_t> ids = tokenizer.encode(read_file_text(text_path));
   if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(static_cast<size_t>(max_tokens));
   TSTL_CHECK(!ids.empty(), text_path, " encodes to no tokens");
   const int64_t n = static_cast<int64_t>(ids.size());
 
   std::vector<AttentionCapture> capture;
-  forward.capture = &capture;
+  model.forward.capture = &capture;
   {
     NoGradGuard no_grad;
-    loaded.model->forward(Tensor::from_vector(ids, {1, n}), forward);
+    model.loaded.model->forward(Tensor::from_vector(ids, {1, n}), model.forward);
   }
   TSTL_CHECK(static_cast<int64_t>(capture.size()) == mc.layers, "the decoder captured ", capture.size(),
              " layers, expected ", mc.layers);
@@ -130,10 +126,10 @@ int command_eval_attention(const Args& args) {
     json.field("checkpoint", checkpoint);
     json.field("variant", variant_name(mc.variant));
     json.field("train_len", static_cast<double>(mc.train_len));
-    json.field("method", scaling_label(scaling));
+    json.field("method", scaling_label(model.scaling));
     json.key("tokens");
     json.number_array(std::vector<double>(ids.begin(), ids.end()));
-    json.field("text", tokenizer->decode(ids));
+    json.field("text", tokenizer.decode(ids));
     json.key("layers");
     json.begin_array();
     for (const LayerMaps& m : maps) {
@@ -157,7 +153,7 @@ int command_eval_attention(const Args& args) {
   write_string_attribute(file, "format", "tstl-attention");
   write_string_attribute(file, "checkpoint", checkpoint);
   write_string_attribute(file, "variant", variant_name(mc.variant));
-  write_string_attribute(file, "method", scaling_label(scaling));
+  write_string_attribute(file, "method", scaling_label(model.scaling));
   write_dataset(file, "tokens", H5T_NATIVE_INT32, {static_cast<hsize_t>(n)}, ids.data());
   for (const LayerMaps& m : maps) {
     const std::string group_name = "layer_" + std::to_string(m.layer);

@@ -7,7 +7,8 @@
 #include <cstdio>
 
 #include "data/passkey.h"
-#include "train/report.h"
+#include "train/cli_util.h"
+#include "train/json.h"
 
 namespace po = boost::program_options;
 
@@ -68,37 +69,30 @@ std::vector<PasskeyResult> evaluate_passkey(const Tokenizer& tokenizer, const Co
 }
 
 int command_eval_passkey(const Args& args) {
-  std::string checkpoint, lengths_text, scaling_spec, json_path;
+  std::string checkpoint, lengths_text, json_path;
+  ScalingArguments scaling_args;
   PasskeyOptions options;
-  bool logn = false;
   po::options_description desc("tstl eval passkey options");
   desc.add_options()("help,h", "show this help")
       ("checkpoint", po::value(&checkpoint)->required(), "a checkpoint file")
       ("lengths", po::value(&lengths_text)->required(), "prompt lengths in tokens, comma-separated")
       ("cases", po::value(&options.cases)->default_value(100), "prompts per length")
       ("seed", po::value(&options.seed)->default_value(0), "seed of the keys and depths")
-      ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(8), "longest continuation")
-      ("scaling", po::value(&scaling_spec)->default_value("none"), "METHOD:FACTOR (see tstl eval ppl --help)")
-      ("logn", po::bool_switch(&logn), "log-n query scaling at inference (RoPE family)")
-      ("json", po::value(&json_path)->required(), "write the results here");
+      ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(8), "longest continuation");
+  add_scaling_options(desc, scaling_args);
+  desc.add_options()("json", po::value(&json_path)->required(), "write the results here");
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl eval passkey --checkpoint PATH --lengths 128,256,... [--cases 100] [--seed S] "
                           "[--scaling METHOD:FACTOR] [--logn] --json OUT"))
     return 0;
   options.lengths = parse_int_list(lengths_text, "--lengths");
-  const LoadedModel loaded = load_model(checkpoint);
-  const ModelConfig& mc = loaded.model->config();
-  InferenceScaling scaling = parse_scaling(scaling_spec);
-  scaling.logn = logn;
-  const ForwardOptions forward = forward_options_for(mc, scaling);
-  const auto tokenizer = tokenizer_for(loaded, checkpoint);
-  std::printf("eval passkey: %s (%s, train_len %lld, step %lld), %s, %lld cases per length, seed %llu\n",
-              checkpoint.c_str(), variant_name(mc.variant), static_cast<long long>(mc.train_len),
-              static_cast<long long>(loaded.step), scaling_label(scaling).c_str(),
+  const InferenceModel model = load_for_inference(checkpoint, scaling_args);
+  std::printf("eval passkey: %s, %lld cases per length, seed %llu\n", describe(model).c_str(),
               static_cast<long long>(options.cases), static_cast<unsigned long long>(options.seed));
   std::printf("%8s %8s %8s %9s  %s\n", "length", "cases", "correct", "accuracy", "first answer");
-  const auto results = evaluate_passkey(*tokenizer, decoder_continuation(*loaded.model, forward), options,
+  const Continuation continuation = decoder_continuation(*model.loaded.model, model.forward);
+  const auto results = evaluate_passkey(*model.tokenizer, continuation, options,
                                         [](const PasskeyResult& r) {
                                           std::string first = r.answers.empty() ? "" : r.answers[0];
                                           for (char& ch : first)
@@ -111,14 +105,7 @@ int command_eval_passkey(const Args& args) {
   JsonWriter json;
   json.begin_object();
   json.field("kind", "passkey");
-  json.field("checkpoint", checkpoint);
-  json.field("step", static_cast<double>(loaded.step));
-  json.field("variant", variant_name(mc.variant));
-  json.field("train_len", static_cast<double>(mc.train_len));
-  json.field("method", scaling_label(scaling));
-  json.field("scaling_method", scaling.method);
-  json.field("scaling_factor", scaling.factor);
-  json.field("logn", scaling.logn);
+  write_model_fields(json, model);
   json.field("seed", static_cast<double>(options.seed));
   json.key("results");
   json.begin_array();

@@ -11,8 +11,8 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "train/generate.h"
-#include "train/report.h"
+#include "train/cli_util.h"
+#include "train/json.h"
 
 namespace po = boost::program_options;
 
@@ -111,9 +111,10 @@ PplResult evaluate_ppl(const Decoder& model, const std::vector<std::vector<int32
 }
 
 int command_eval_ppl(const Args& args) {
-  std::string checkpoint, data, split_name, lengths_text, scaling_spec, json_path;
+  std::string checkpoint, data, split_name, lengths_text, json_path;
+  ScalingArguments scaling_args;
   int64_t stride = 0, batch_tokens = 0;
-  bool non_overlapping = false, logn = false, by_position = false;
+  bool non_overlapping = false, by_position = false;
   DocumentSelection selection;
   po::options_description desc("tstl eval ppl options");
   desc.add_options()("help,h", "show this help")
@@ -125,10 +126,10 @@ int command_eval_ppl(const Args& args) {
       ("non-overlapping", po::bool_switch(&non_overlapping), "S = the window (the default)")
       ("max-docs", po::value(&selection.max_docs)->default_value(0), "evaluate the first N documents (0: all)")
       ("max-doc-tokens", po::value(&selection.max_doc_tokens)->default_value(0), "cut each document to T tokens (0: all)")
-      ("doc-offset", po::value(&selection.doc_offset)->default_value(0), "skip O tokens at the start of each document")
-      ("scaling", po::value(&scaling_spec)->default_value("none"), "METHOD:FACTOR: pi, ntk, dynamic-ntk, yarn, "
-                                                                   "alibi-interp, ntk-alibi, dynamic-ntk-alibi")
-      ("logn", po::bool_switch(&logn), "log-n query scaling at inference (RoPE family)")
+      ("doc-offset", po::value(&selection.doc_offset)->default_value(0), "skip O tokens at the start of each document");
+  add_scaling_options(desc, scaling_args,
+                      "METHOD:FACTOR: pi, ntk, dynamic-ntk, yarn, alibi-interp, ntk-alibi, dynamic-ntk-alibi");
+  desc.add_options()
       ("by-position", po::bool_switch(&by_position), "also record the mean loss by position within the window")
       ("batch-tokens", po::value(&batch_tokens)->default_value(16384), "tokens per forward (windows batched)")
       ("json", po::value(&json_path)->required(), "write the results here");
@@ -144,24 +145,17 @@ int command_eval_ppl(const Args& args) {
   const std::vector<int64_t> lengths = parse_int_list(lengths_text, "--lengths");
   for (int64_t l : lengths) TSTL_CHECK(stride <= l, "--stride ", stride, " is longer than the window ", l);
 
-  const LoadedModel loaded = load_model(checkpoint);
-  const ModelConfig& mc = loaded.model->config();
-  InferenceScaling scaling = parse_scaling(scaling_spec);
-  scaling.logn = logn;
-  const ForwardOptions forward = forward_options_for(mc, scaling);
-  const auto tokenizer = tokenizer_for(loaded, checkpoint);
+  const InferenceModel model = load_for_inference(checkpoint, scaling_args);
   const TokenFile file = TokenFile::open_file(data);
-  check_tokenizer_matches(file, *tokenizer);
+  check_tokenizer_matches(file, *model.tokenizer);
   const std::vector<std::vector<int32_t>> docs = select_documents(file.split(split_name), selection);
 
-  std::printf("eval ppl: %s (%s, train_len %lld, step %lld), %s, %zu documents of %s/%s, stride %s\n",
-              checkpoint.c_str(), variant_name(mc.variant), static_cast<long long>(mc.train_len),
-              static_cast<long long>(loaded.step), scaling_label(scaling).c_str(), docs.size(), data.c_str(),
+  std::printf("eval ppl: %s, %zu documents of %s/%s, stride %s\n", describe(model).c_str(), docs.size(), data.c_str(),
               split_name.c_str(), stride > 0 ? std::to_string(stride).c_str() : "= window");
   std::printf("%8s %8s %10s %10s %10s\n", "length", "windows", "tokens", "mean NLL", "PPL");
   std::vector<PplResult> results;
   for (int64_t l : lengths) {
-    results.push_back(evaluate_ppl(*loaded.model, docs, l, stride, forward, batch_tokens, by_position));
+    results.push_back(evaluate_ppl(*model.loaded.model, docs, l, stride, model.forward, batch_tokens, by_position));
     const PplResult& r = results.back();
     std::printf("%8lld %8lld %10lld %10.4f %10.3f\n", static_cast<long long>(l), static_cast<long long>(r.windows),
                 static_cast<long long>(r.tokens), r.mean_nll, r.ppl);
@@ -171,14 +165,7 @@ int command_eval_ppl(const Args& args) {
   JsonWriter json;
   json.begin_object();
   json.field("kind", "ppl");
-  json.field("checkpoint", checkpoint);
-  json.field("step", static_cast<double>(loaded.step));
-  json.field("variant", variant_name(mc.variant));
-  json.field("train_len", static_cast<double>(mc.train_len));
-  json.field("method", scaling_label(scaling));
-  json.field("scaling_method", scaling.method);
-  json.field("scaling_factor", scaling.factor);
-  json.field("logn", scaling.logn);
+  write_model_fields(json, model);
   json.field("data", data);
   json.field("split", split_name);
   json.field("documents", static_cast<double>(docs.size()));

@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <iostream>
 
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
+#include "train/cli_util.h"
 
 namespace po = boost::program_options;
 
@@ -154,41 +154,10 @@ std::vector<int32_t> generate(const Decoder& model, const std::vector<int32_t>& 
   return generated;
 }
 
-bool parse_command_line(const Args& args, const po::options_description& desc, po::variables_map& vm,
-                        const char* usage) {
-  try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
-    if (vm.count("help")) {  // before notify(), which enforces the required options
-      std::cout << usage << "\n" << desc << "\n";
-      return false;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    TSTL_FAIL(e.what(), " (see --help)");
-  }
-  return true;
-}
-
-std::vector<int64_t> parse_int_list(const std::string& text, const char* what) {
-  std::vector<int64_t> values;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    const std::string item = text.substr(start, comma - start);
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    TSTL_CHECK(!item.empty() && end && *end == '\0' && v > 0, what, " '", text,
-               "': expected comma-separated positive integers, got '", item, "'");
-    values.push_back(v);
-    start = comma + 1;
-  }
-  return values;
-}
-
 int command_generate(const Args& args) {
-  std::string checkpoint, prompt, scaling_spec;
+  std::string checkpoint, prompt;
+  ScalingArguments scaling_args;
   SamplingOptions sampling;
-  bool logn = false;
   po::options_description desc("tstl generate options");
   desc.add_options()("help,h", "show this help")
       ("checkpoint", po::value(&checkpoint)->required(), "a checkpoint file (runs/NAME/checkpoints/step_*.h5)")
@@ -196,9 +165,8 @@ int command_generate(const Args& args) {
       ("max-tokens", po::value(&sampling.max_tokens)->default_value(128), "tokens to generate")
       ("temperature", po::value(&sampling.temperature)->default_value(0.8), "softmax temperature; 0 = greedy")
       ("top-k", po::value(&sampling.top_k)->default_value(0), "sample among the K most likely tokens (0: all)")
-      ("seed", po::value(&sampling.seed)->default_value(0), "Philox seed of the sampler")
-      ("scaling", po::value(&scaling_spec)->default_value("none"), "METHOD:FACTOR, e.g. dynamic-ntk:4 (docs/evaluation.md)")
-      ("logn", po::bool_switch(&logn), "log-n query scaling at inference (RoPE family)");
+      ("seed", po::value(&sampling.seed)->default_value(0), "Philox seed of the sampler");
+  add_scaling_options(desc, scaling_args, "METHOD:FACTOR, e.g. dynamic-ntk:4 (docs/evaluation.md)");
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl generate --checkpoint PATH --prompt TEXT [--max-tokens N --temperature T "
@@ -207,18 +175,15 @@ int command_generate(const Args& args) {
   TSTL_CHECK(sampling.max_tokens >= 1, "--max-tokens must be >= 1, got ", sampling.max_tokens);
   TSTL_CHECK(sampling.temperature >= 0, "--temperature must be >= 0, got ", sampling.temperature);
   TSTL_CHECK(sampling.top_k >= 0, "--top-k must be >= 0, got ", sampling.top_k);
-  const LoadedModel loaded = load_model(checkpoint);
-  const auto tokenizer = tokenizer_for(loaded, checkpoint);
-  InferenceScaling scaling = parse_scaling(scaling_spec);
-  scaling.logn = logn;
-  const ForwardOptions forward = forward_options_for(loaded.model->config(), scaling);
-  const std::vector<int32_t> ids = tokenizer->encode(prompt);
+  const InferenceModel model = load_for_inference(checkpoint, scaling_args);
+  const Tokenizer& tokenizer = *model.tokenizer;
+  const std::vector<int32_t> ids = tokenizer.encode(prompt);
   TSTL_CHECK(!ids.empty(), "--prompt encodes to no tokens");
-  sampling.stop_token = tokenizer->eos_id();
-  const std::vector<int32_t> out = generate(*loaded.model, ids, sampling, forward);
+  sampling.stop_token = tokenizer.eos_id();
+  const std::vector<int32_t> out = generate(*model.loaded.model, ids, sampling, model.forward);
   std::vector<int32_t> text_ids = out;
   if (!text_ids.empty() && text_ids.back() == sampling.stop_token) text_ids.pop_back();
-  std::printf("%s%s\n", prompt.c_str(), tokenizer->decode(text_ids).c_str());
+  std::printf("%s%s\n", prompt.c_str(), tokenizer.decode(text_ids).c_str());
   return 0;
 }
 

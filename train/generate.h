@@ -11,13 +11,7 @@
 
 #include "data/tokenizer.h"
 #include "layers/decoder.h"
-#include "train/commands.h"
 #include "train/model_io.h"
-
-namespace boost::program_options {
-class options_description;
-class variables_map;
-}  // namespace boost::program_options
 
 namespace tstl {
 
@@ -65,13 +59,5 @@ using StopPredicate = std::function<bool(const std::vector<int32_t>& generated)>
 // whole sequence and every cached key was rotated with it. No autograd.
 std::vector<int32_t> generate(const Decoder& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
                               const ForwardOptions& base = {}, const StopPredicate& stop = {});
-
-// Command-line parsing shared by the eval commands: parses `args` against `desc`; on --help
-// prints `usage` and the options and returns false. Parse errors throw tstl::Error.
-bool parse_command_line(const Args& args, const boost::program_options::options_description& desc,
-                        boost::program_options::variables_map& vm, const char* usage);
-
-// Comma-separated positive integers ("128,256,512") for option `what`.
-std::vector<int64_t> parse_int_list(const std::string& text, const char* what);
 
 }  // namespace tstl

@@ -14,7 +14,7 @@
 #include <cstdio>
 
 #include "layers/decoder.h"
-#include "train/commands.h"
+#include "train/cli_util.h"
 #include "train/config.h"
 #include "train/info.h"
 #include "train/model_config.h"
@@ -59,23 +59,14 @@ std::string gib(double bytes) {
 }  // namespace
 
 int command_info(const Args& args) {
-  std::string path;
-  std::vector<std::string> overrides;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::printf("usage: tstl info --config FILE [--section.key value ...]\n"
-                  "Prints the parameter counts, FLOPs per token and training memory of a config.\n");
-      return 0;
-    }
-    if (args[i] == "--config") {
-      TSTL_CHECK(i + 1 < args.size(), "--config needs a file name");
-      path = args[++i];
-    } else {
-      overrides.push_back(args[i]);
-    }
+  const ConfigArguments parsed = parse_config_arguments(args);
+  if (parsed.help_requested) {
+    std::printf("usage: tstl info --config FILE [--section.key value ...]\n"
+                "Prints the parameter counts, FLOPs per token and training memory of a config.\n");
+    return 0;
   }
-  TSTL_CHECK(!path.empty(), "tstl info needs --config FILE");
-  const Config cfg = load_config(path, overrides);
+  TSTL_CHECK(!parsed.path.empty(), "tstl info needs --config FILE");
+  const Config cfg = load_config(parsed.path, parsed.overrides);
   const ModelConfig m = model_config_from(cfg, cfg.get<int64_t>("model.vocab_size") ? 0 : 259);
   const int64_t batch = cfg.get<int64_t>("train.batch_size"), seq = cfg.get<int64_t>("train.seq_len");
   const ModelCost c = model_cost(m, batch, seq);

@@ -1,69 +1,15 @@
-// Evaluation results as JSON (written by `tstl eval ppl|passkey|attention`, read back here) and
-// `tstl report RUN_OR_JSON... --output DIR`: DIR/report.md with a table of perplexity by length
+// `tstl report RUN_OR_JSON... --output DIR`: reads the evaluation results (the JSON files written
+// by `tstl eval ppl|passkey`) and writes DIR/report.md with a table of perplexity by length
 // for each run and method and one of passkey accuracy by length, and PNG plots drawn by
 // scripts/plot_report.py (matplotlib) from DIR/report_data.json.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "train/json.h"
+
 namespace tstl {
-
-// ---- JSON ----------------------------------------------------------------------------------
-
-// A parsed JSON value. Objects keep their members in file order.
-struct JsonValue {
-  enum class Type { Null, Bool, Number, String, Array, Object };
-  Type type = Type::Null;
-  bool boolean = false;
-  double number = 0;
-  std::string string;
-  std::vector<JsonValue> array;
-  std::vector<std::pair<std::string, JsonValue>> object;
-
-  const JsonValue* find(const std::string& key) const;  // nullptr when absent or not an object
-  // Typed member access; a missing member or another type is an error naming `key`.
-  double get_number(const std::string& key) const;
-  const std::string& get_string(const std::string& key) const;
-  const JsonValue& get_array(const std::string& key) const;
-};
-
-// Parses a whole JSON text; errors name `source` and the byte offset.
-JsonValue parse_json(const std::string& text, const std::string& source);
-
-// Streams compact JSON. Numbers are written with 17 significant digits (non-finite as null).
-class JsonWriter {
- public:
-  void begin_object();
-  void end_object();
-  void begin_array();
-  void end_array();
-  void key(const std::string& name);
-  void value(const std::string& s);
-  void value(const char* s) { value(std::string(s)); }
-  void value(double v);
-  void value(bool b);
-  template <class T>
-  void field(const std::string& name, const T& v) {
-    key(name);
-    value(v);
-  }
-  void number_array(const std::vector<double>& values);
-  const std::string& str() const { return out_; }
-
- private:
-  void separate();
-  std::string out_;
-  std::vector<bool> first_;  // per open container: nothing written in it yet
-  bool after_key_ = false;
-};
-
-// Writes `text` to `path` (via path.tmp and a rename); the parent directory must exist.
-void write_text_file(const std::string& path, const std::string& text);
-
-// ---- The report ----------------------------------------------------------------------------
 
 // One evaluation result file.
 struct EvalRecord {

@@ -41,19 +41,7 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `tstl ARGS` through the shell.
-inline RunResult run_tstl(const std::string& args) {
-  const std::string cmd = std::string(TSTL_BINARY) + " " + args + " 2>&1";
-  RunResult r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
+// Runs `cmd` through the shell, capturing stdout and stderr together.
 inline RunResult run_shell(const std::string& cmd) {
   RunResult r{-1, ""};
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
@@ -64,6 +52,9 @@ inline RunResult run_shell(const std::string& cmd) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+// Runs `tstl ARGS` through the shell.
+inline RunResult run_tstl(const std::string& args) { return run_shell(std::string(TSTL_BINARY) + " " + args); }
 
 // A few paragraphs of English for training tiny SentencePiece models.
 inline std::string sample_english() {
