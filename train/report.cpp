@@ -176,7 +176,11 @@ std::string report_plot_data(const std::vector<EvalRecord>& records) {
     json.begin_array();
     for (const auto& [row, values] : t.rows) {
       json.begin_object();
-      json.field("label", std::get<0>(row) + " " + std::get<1>(row) + " " + std::get<2>(row));
+      // "rope + dynamic-ntk:4": the run name, its variant when the run is not named after it, the method.
+      const auto& [run, variant, method] = row;
+      std::string label = run == variant ? run : run + " (" + variant + ")";
+      if (method != "none") label += " + " + method;
+      json.field("label", label);
       json.field("train_len", static_cast<double>(t.train_len.at(row)));
       std::vector<double> lengths, ys;
       for (const auto& [l, y] : values) {
