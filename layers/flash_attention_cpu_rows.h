@@ -59,7 +59,8 @@ TSTL_ALWAYS_INLINE float exp_f32(float x) {
   poly = poly * r + 1.6666665459e-1f;
   poly = poly * r + 5.0000001201e-1f;
   poly = poly * r * r + r + 1.0f;
-  const int32_t exponent = (__builtin_bit_cast(int32_t, shifted) - 0x4B400000 + 127) << 23;  // 2^n
+  // 2^n; unsigned arithmetic (same bits as signed) keeps a NaN input defined: the NaN poly wins.
+  const uint32_t exponent = (__builtin_bit_cast(uint32_t, shifted) - 0x4B400000u + 127u) << 23;
   return poly * __builtin_bit_cast(float, exponent);
 }
 TSTL_ALWAYS_INLINE double exp_any(double x) { return std::exp(x); }
