@@ -102,6 +102,13 @@ void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, si
 void memset_zero(void* ptr, size_t bytes) { CUDA_CHECK(cudaMemset(ptr, 0, bytes)); }
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+std::string device_name() {
+  if (device_count() == 0) return "";
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  return prop.name;
+}
+
 std::string library_versions() {
   int runtime = 0;
   CUDA_CHECK(cudaRuntimeGetVersion(&runtime));

@@ -21,5 +21,7 @@ void memset_zero(void* ptr, size_t bytes);
 void synchronize();
 // "cuBLAS 13.0.0, cuDNN 9.x, NCCL 2.28.x" for the libraries compiled in ("" without CUDA).
 std::string library_versions();
+// The name of CUDA device 0 (e.g. "NVIDIA H100 80GB HBM3"); "" without one.
+std::string device_name();
 
 }  // namespace tstl::cuda

@@ -21,6 +21,7 @@ void copy(void*, bool, const void*, bool, size_t) { unavailable(); }
 void memset_zero(void*, size_t) { unavailable(); }
 void synchronize() {}
 std::string library_versions() { return ""; }
+std::string device_name() { return ""; }
 
 }  // namespace tstl::cuda
 #endif

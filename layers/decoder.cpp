@@ -79,14 +79,15 @@ std::vector<std::pair<std::string, Shape>> parameter_shapes(const ModelConfig& c
   return shapes;
 }
 
-Decoder::Decoder(const ModelConfig& config, DType dtype) : config_(config), dtype_(dtype) {
+Decoder::Decoder(const ModelConfig& config, DType dtype, Device device)
+    : config_(config), dtype_(dtype), device_(device) {
   config_.validate();
   for (const auto& [name, shape] : parameter_shapes(config_)) add_parameter(name, shape);
 }
 
 Tensor& Decoder::add_parameter(const std::string& name, const Shape& shape) {
   index_[name] = params_.size();
-  params_.emplace_back(name, Tensor::zeros(shape, dtype_));
+  params_.emplace_back(name, Tensor::zeros(shape, dtype_, device_));
   params_.back().second.set_requires_grad(true);
   return params_.back().second;
 }
@@ -207,7 +208,8 @@ Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const 
   const ModelConfig& c = config_;
   TSTL_CHECK(ids.dim() == 2, "Decoder::forward: ids must be (batch, length), got ", shape_str(ids.shape()));
   const int64_t past = options.cache ? options.cache->position() : 0;
-  Tensor x = embedding(parameter("gpt_neox.embed_in.weight"), ids);  // (B, N, C)
+  // Token ids may come from the host; they follow the parameters to the model's device.
+  Tensor x = embedding(parameter("gpt_neox.embed_in.weight"), ids.device() == device_ ? ids : ids.to(device_));  // (B, N, C)
   for (int64_t i = 0; i < c.layers; ++i) {
     const std::string p = layer_prefix(i);
     auto mlp = [&](const Tensor& h) {
@@ -228,7 +230,7 @@ Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const 
 }
 
 Tensor Decoder::loss(const Tensor& inputs, const Tensor& targets, int64_t ignore_index) const {
-  return cross_entropy(forward(inputs), targets, ignore_index);
+  return cross_entropy(forward(inputs), targets.device() == device_ ? targets : targets.to(device_), ignore_index);
 }
 
 }  // namespace tstl

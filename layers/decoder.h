@@ -74,8 +74,8 @@ struct ForwardOptions {
 
 class Decoder {
  public:
-  // Parameters in `dtype` (f32 for training; f64 for gradient checks) on the CPU.
-  explicit Decoder(const ModelConfig& config, DType dtype = DType::F32);
+  // Parameters in `dtype` (f32 for training; f64 for gradient checks) on `device`.
+  explicit Decoder(const ModelConfig& config, DType dtype = DType::F32, Device device = Device::CPU);
   // Weights N(0, init_std) from Philox(seed) in parameter order, biases 0, norm gains 1.
   void initialize(uint64_t seed);
 
@@ -85,6 +85,7 @@ class Decoder {
   Tensor loss(const Tensor& inputs, const Tensor& targets, int64_t ignore_index = -1) const;
 
   const ModelConfig& config() const { return config_; }
+  Device device() const { return device_; }
   // In a fixed order (the order of initialisation and of checkpoints).
   const std::vector<std::pair<std::string, Tensor>>& named_parameters() const { return params_; }
   Tensor parameter(const std::string& name) const;  // throws naming the missing parameter
@@ -98,6 +99,7 @@ class Decoder {
 
   ModelConfig config_;
   DType dtype_;
+  Device device_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::map<std::string, size_t> index_;
 };

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "core/autograd.h"
+#include "core/cuda_backend.h"
 #include "core/ops.h"
 #include "data/tokenizer.h"
 #include "optim/adamw.h"
@@ -222,7 +223,7 @@ bool Trainer::restore() {
   state_.skipped = ck.counters.count("skipped_steps") ? ck.counters.at("skipped_steps") : 0;
   state_.micro_done = ck.counters.count("micro_done") ? ck.counters.at("micro_done") : 0;
   state_.partial_loss = ck.counters.count("partial_loss_bits") ? bits_double(ck.counters.at("partial_loss_bits")) : 0;
-  for (auto& [name, g] : partial) model_->parameter(name).set_grad(g.clone());
+  for (auto& [name, g] : partial) model_->parameter(name).set_grad(g.to(model_->device()));
   last_saved_step_ = state_.step;
   std::printf("resumed from %s: step %lld%s, %lld tokens seen\n", latest->path.c_str(), static_cast<long long>(state_.step),
               state_.micro_done ? (" (+" + std::to_string(state_.micro_done) + " micro-batches)").c_str() : "",
@@ -272,6 +273,7 @@ void Trainer::log_startup() {
               file_.path().c_str(), tokenizer_->identity().c_str(), static_cast<long long>(train_split_.n_tokens()),
               static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len_ + 1),
               val_windows_.size());
+  if (model_->device() == Device::CUDA) std::printf("device: %s (f32)\n", cuda::device_name().c_str());
   std::printf("steps: %lld x (%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads\n",
               static_cast<long long>(max_steps_), static_cast<long long>(accum_), static_cast<long long>(batch_),
               static_cast<long long>(seq_len_), static_cast<long long>(accum_ * batch_ * seq_len_), omp_get_max_threads());
@@ -297,7 +299,12 @@ int Trainer::run() {
   out_dir_ = cfg_.get<std::string>("train.out_dir");
   fs::create_directories(out_dir_);
   checkpoints_ = std::make_unique<CheckpointDir>((fs::path(out_dir_) / "checkpoints").string());
-  model_ = std::make_unique<Decoder>(model_config);
+  const Device device = cfg_.get<std::string>("train.device") == "cuda" ? Device::CUDA : Device::CPU;
+  if (device == Device::CUDA) {
+    TSTL_CHECK(cuda_compiled(), "train.device = cuda, but this tstl was built without the CUDA backend");
+    TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
+  }
+  model_ = std::make_unique<Decoder>(model_config, DType::F32, device);
   AdamWOptions adam;
   adam.lr = cfg_.get<double>("optim.lr");
   adam.beta1 = cfg_.get<double>("optim.beta1");
@@ -326,7 +333,11 @@ int Trainer::run() {
   const int64_t eval_every = cfg_.get<int64_t>("train.eval_every"), save_every = cfg_.get<int64_t>("train.save_every");
   const bool skip_nonfinite = cfg_.get<bool>("train.skip_nonfinite");
   double peak_gflops = cfg_.get<double>("train.cpu_peak_gflops");
-  if (peak_gflops <= 0) peak_gflops = measure_cpu_peak_gflops();
+  if (model_->device() == Device::CUDA) {
+    peak_gflops = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
+  } else if (peak_gflops <= 0) {
+    peak_gflops = measure_cpu_peak_gflops();
+  }
   const double flops_per_token = model_cost(model_->config(), batch_, seq_len_).flops_per_token;
   const int64_t tokens_per_step = accum_ * batch_ * seq_len_;
 
@@ -381,7 +392,7 @@ int Trainer::run() {
     m.grad_norm = norm;
     m.ms = seconds * 1e3;
     m.tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
-    m.mfu = flops_per_token * m.tokens_per_s / (peak_gflops * 1e9);
+    m.mfu = peak_gflops > 0 ? flops_per_token * m.tokens_per_s / (peak_gflops * 1e9) : 0.0;
     m.skipped_steps = state_.skipped;
     const bool last = state_.step == max_steps_ || (max_tokens > 0 && state_.tokens_seen >= max_tokens);
     if ((eval_every > 0 && state_.step % eval_every == 0) || last) {

@@ -186,6 +186,11 @@ TEST(Trainer, BadConfigsFailNamingTheProblem) {
   r = run_tstl(base + " --data.path " + dir / "missing.h5");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("missing.h5"), std::string::npos) << r.output;
+  if (!cuda_available()) {
+    r = run_tstl(base + " --train.device cuda");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.output.find("train.device = cuda"), std::string::npos) << r.output;
+  }
   test::write_file(dir / "typo.cfg", "[model]\nlayrs = 2\n");
   r = run_tstl("train --config " + dir / "typo.cfg");
   EXPECT_NE(r.exit_code, 0);
