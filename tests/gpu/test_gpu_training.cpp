@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/gradcheck.h"
+#include "common/variant_param.h"
 #include "core/autograd.h"
 #include "layers/decoder.h"
 #include "optim/adamw.h"
@@ -49,14 +50,7 @@ TEST_P(GpuTraining, StepMatchesCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, GpuTraining,
-                         ::testing::Values(Variant::Rope, Variant::Alibi, Variant::KeyNorm, Variant::Coca,
-                                           Variant::CocaStrict),
-                         [](const ::testing::TestParamInfo<Variant>& info) {
-                           std::string name = variant_name(info.param);
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         testing::all_variants(), testing::variant_test_name);
 
 }  // namespace
 }  // namespace tstl

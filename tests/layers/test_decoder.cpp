@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/gradcheck.h"
+#include "common/variant_param.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "layers/decoder.h"
@@ -72,14 +73,7 @@ TEST_P(DecoderVariants, PlainSgdOnARepeatedTextLowersTheLoss) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Decoder, DecoderVariants,
-                         ::testing::Values(Variant::Rope, Variant::Alibi, Variant::KeyNorm, Variant::Coca,
-                                           Variant::CocaStrict),
-                         [](const ::testing::TestParamInfo<Variant>& info) {
-                           std::string name = variant_name(info.param);
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         testing::all_variants(), testing::variant_test_name);
 
 TEST(Decoder, ParameterNamesShapesAndCountsFollowGptNeoX) {
   ModelConfig c;
