@@ -367,6 +367,7 @@ int Trainer::run() {
     const double loss = state_.partial_loss;
     const double norm = clip_grad_norm(params, clip);
     StepMetrics m;
+    m.lr = learning_rate(state_.step, schedule);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       const std::string bad = first_nonfinite_gradient(params);
       const std::string what = tstl::str("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ",
@@ -376,9 +377,8 @@ int Trainer::run() {
       ++state_.skipped;
       std::printf("skipping step: %s\n", what.c_str());
     } else {
-      optimizer_->step(learning_rate(state_.step, schedule));
+      optimizer_->step(m.lr);
     }
-    m.lr = learning_rate(state_.step, schedule);
     optimizer_->zero_grad();
     ++state_.step;
     state_.micro_done = 0;
