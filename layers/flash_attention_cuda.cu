@@ -15,11 +15,14 @@
 //                 summation order, bitwise reproducible results.
 // Shared-memory tiles are fp32 (bf16 inputs are widened when staged); head dims up to 256 run
 // on kernels compiled for D = 64, 128 or 256 with the unused dims zero-padded.
+// bf16 calls with head dim 32, 64 or 128 go to the tensor-core kernels instead
+// (layers/flash_mma.h); these SIMT kernels take f32 and every other head dim.
 // Gradient contract: o, lse, dq, dk, dv are written (=).
 #include <cmath>
 
 #include "core/cuda_context.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_mma.h"
 
 namespace tstl::kernels {
 
@@ -445,6 +448,7 @@ void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
                         int64_t query_offset, double scale, Tensor& o, Tensor& lse) {
   check_inputs(q, k, v, slopes, logn, lse);
   cuda::check_on_cuda(o, "flash_attention", "o");
+  if (flash_mma_supported(q, k, v)) return flash_forward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse);
   visit_flash_dtype(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     FlashParams<T, float> p = make_params<T>(q, k, v, slopes, logn, query_offset, scale, lse);
@@ -470,6 +474,8 @@ void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, cons
   check_inputs(q, k, v, slopes, logn, lse);
   cuda::check_on_cuda(o, "flash_attention backward", "o");
   cuda::check_on_cuda(d_o, "flash_attention backward", "dO");
+  if (flash_mma_supported(q, k, v))
+    return flash_backward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse, d_o, dq, dk, dv);
   const int64_t rows = q.numel() / q.size(3);
   Tensor delta = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, Device::CUDA);  // (B, H, N)
   visit_flash_dtype(q.dtype(), [&](auto tag) {
