@@ -1,0 +1,122 @@
+// The CUDA flash attention (layers/flash_attention.h): forward, backward and forward+backward
+// TFLOP/s of the bf16 tensor-core kernels (layers/flash_mma.h) for head dims 64 and 128 and
+// N = 512 ... 16384, per variant, and the same for the f32 SIMT kernels as the peer measured in
+// the same run (the kernels this work replaces for bf16), with the ratio. Exits with a message
+// where there is no CUDA device.
+//
+// Sizes as FlashAttention-2's benchmark: 16384 tokens per call (B = 16384 / N) and 2048 / d
+// heads, which fills an H100. FLOPs count causal pairs only, as FA2 does: with
+// pairs = N (N + 1) / 2 per (b, h), forward = 4 B H d pairs, backward = 10 B H d pairs (2.5x
+// forward; recomputation not counted).
+// Variants: rope, keynorm, coca and coca-strict reach the kernel as an ordinary (q, k) pair (only
+// the scale differs: 1 for keynorm); alibi adds the per-head slope; "rope+logn" the row factors.
+//
+//   build/bench_attention_gpu [repeats=10] [max_n=16384]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "core/cuda_backend.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "layers/alibi.h"
+#include "layers/flash_attention.h"
+#include "layers/rope.h"
+
+namespace {
+
+using tstl::DType;
+using tstl::Device;
+using tstl::Tensor;
+using tstl::bench::median;
+using tstl::bench::seconds;
+
+struct Variant {
+  const char* name;
+  bool unit_scale, alibi, logn;
+};
+const Variant kVariants[] = {{"rope", false, false, false},      {"keynorm", true, false, false},
+                             {"coca", false, false, false},      {"coca-strict", false, false, false},
+                             {"alibi", false, true, false},      {"rope+logn", false, false, true}};
+
+struct Timing {
+  double fwd, bwd;  // seconds, median
+};
+
+// Times the forward and the backward kernels of one problem in `dtype` (inputs N(0, 1)).
+Timing time_flash(int64_t batch, int64_t heads, int64_t n, int64_t d, const Variant& variant, DType dtype,
+                  int repeats) {
+  tstl::Generator gen{7};
+  const auto input = [&] { return tstl::randn({batch, heads, n, d}, gen, DType::F32, Device::CUDA).to(dtype); };
+  const Tensor q = input(), k = input(), v = input(), d_o = input();
+  const Tensor slopes = variant.alibi ? tstl::alibi_slopes_tensor(heads, n, {}, DType::F32, Device::CUDA) : Tensor();
+  const Tensor logn = variant.logn ? tstl::logn_factors(0, n, 512, true, DType::F32, Device::CUDA) : Tensor();
+  const double scale = variant.unit_scale ? 1.0 : 1.0 / std::sqrt(static_cast<double>(d));
+  Tensor o = Tensor::empty(q.shape(), dtype, Device::CUDA);
+  Tensor lse = Tensor::empty({batch, heads, n}, DType::F32, Device::CUDA);
+  Tensor dq = Tensor::empty(q.shape(), dtype, Device::CUDA), dk = dq.clone(), dv = dq.clone();
+  const auto fwd = [&] {
+#ifdef TSTL_WITH_CUDA
+    tstl::kernels::flash_forward_cuda(q, k, v, slopes, logn, 0, scale, o, lse);
+#else
+    (void)scale;  // built without CUDA: main() returns before any timing
+#endif
+    tstl::cuda::synchronize();
+  };
+  const auto bwd = [&] {
+#ifdef TSTL_WITH_CUDA
+    tstl::kernels::flash_backward_cuda(q, k, v, slopes, logn, 0, scale, o, lse, d_o, dq, dk, dv);
+#endif
+    tstl::cuda::synchronize();
+  };
+  fwd(), bwd();  // warm-up: module loading, shared-memory opt-in, the allocator's cache
+  std::vector<double> f, b;
+  for (int r = 0; r < repeats; ++r) {
+    f.push_back(seconds(fwd));
+    b.push_back(seconds(bwd));
+  }
+  return {median(f), median(b)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int repeats = argc > 1 ? std::atoi(argv[1]) : 10;
+  const int64_t max_n = argc > 2 ? std::atoll(argv[2]) : 16384;
+  if (repeats < 1 || max_n < 512) {
+    std::fprintf(stderr, "usage: bench_attention_gpu [repeats >= 1] [max_n >= 512]\n");
+    return 2;
+  }
+  if (tstl::cuda::device_count() == 0) {
+    std::printf("bench_attention_gpu: no CUDA device (%s), nothing measured\n",
+                tstl::cuda::compiled() ? "none present" : "built without CUDA");
+    return 0;
+  }
+  std::printf("flash attention on %s, causal, %d repeats (median); TFLOP/s with causal FLOPs (FA2 count)\n",
+              tstl::cuda::device_name().c_str(), repeats);
+  std::printf("bf16 = tensor-core kernels, f32 = SIMT kernels (peer); ratio = bf16 / f32\n\n");
+  std::printf("%-11s %4s %6s %3s %4s | %8s %8s %8s | %8s %8s %8s | %6s\n", "variant", "d", "N", "B", "H",
+              "bf16 fwd", "bf16 bwd", "fwd+bwd", "f32 fwd", "f32 bwd", "fwd+bwd", "ratio");
+  for (int64_t d : {64, 128})
+    for (int64_t n = 512; n <= max_n; n *= 2)
+      for (const Variant& variant : kVariants) {
+        const int64_t batch = std::max<int64_t>(1, 16384 / n), heads = 2048 / d;
+        const double pairs = static_cast<double>(n) * static_cast<double>(n + 1) / 2.0;
+        const double fwd_flops = 4.0 * static_cast<double>(batch * heads * d) * pairs, bwd_flops = 2.5 * fwd_flops;
+        const Timing tc = time_flash(batch, heads, n, d, variant, DType::BF16, repeats);
+        const Timing simt = time_flash(batch, heads, n, d, variant, DType::F32, repeats);
+        const auto tflops = [](double flops, double s) { return flops / s * 1e-12; };
+        const double tc_both = tflops(fwd_flops + bwd_flops, tc.fwd + tc.bwd);
+        const double simt_both = tflops(fwd_flops + bwd_flops, simt.fwd + simt.bwd);
+        std::printf("%-11s %4lld %6lld %3lld %4lld | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f | %6.2f\n", variant.name,
+                    static_cast<long long>(d), static_cast<long long>(n), static_cast<long long>(batch),
+                    static_cast<long long>(heads), tflops(fwd_flops, tc.fwd), tflops(bwd_flops, tc.bwd), tc_both,
+                    tflops(fwd_flops, simt.fwd), tflops(bwd_flops, simt.bwd), simt_both, tc_both / simt_both);
+        std::fflush(stdout);
+      }
+  return 0;
+}
