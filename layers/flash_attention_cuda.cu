@@ -199,8 +199,11 @@ __global__ void flash_delta_kernel(const T* __restrict__ o,    // (B, H, N, d)
 
 // ---- Backward (2): dQ, one block per (b, h, query tile), looping over key tiles ----------------
 
+// The explicit minimum of one block per SM: without it ptxas (CUDA 13, sm_80) capped the
+// <bf16, 128, ALiBi, log-n> instantiation at 128 registers and spilled 4 bytes
+// (scripts/check-spills); with it every instantiation gets the registers it needs.
 template <class T, int D, bool HasAlibi, bool HasLogn>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     flash_dq_kernel(const FlashParams<T, float> p, const float* __restrict__ delta /* (B, H, N) */) {
   using Cfg = Config<D>;
   constexpr int R = Cfg::kRows, BQ = Cfg::kOuter, S = Cfg::kSlots, PD = Cfg::kPadded;
