@@ -1,8 +1,10 @@
 // The CUDA flash attention (layers/flash_attention.h): forward, backward and forward+backward
 // TFLOP/s of the bf16 tensor-core kernels (layers/flash_mma.h) for head dims 64 and 128 and
-// N = 512 ... 16384, per variant, and the same for the f32 SIMT kernels as the peer measured in
-// the same run (the kernels this work replaces for bf16), with the ratio. Exits with a message
-// where there is no CUDA device.
+// N = 512 ... 16384, per variant, with two peers measured in the same run on the same data:
+// cuDNN's fused attention (layers/flash_attention_cudnn.h; where built with the cuDNN frontend
+// and for the variants it covers, "-" otherwise) and the f32 SIMT kernels (the kernels the
+// tensor-core ones replace for bf16). Ratios: tstl bf16 / cuDNN and tstl bf16 / SIMT f32, on
+// fwd+bwd. Exits with a message where there is no CUDA device.
 //
 // Sizes as FlashAttention-2's benchmark: 16384 tokens per call (B = 16384 / N) and 2048 / d
 // heads, which fills an H100. FLOPs count causal pairs only, as FA2 does: with
@@ -25,6 +27,7 @@
 #include "core/tensor.h"
 #include "layers/alibi.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_attention_cudnn.h"
 #include "layers/rope.h"
 
 namespace {
@@ -38,6 +41,7 @@ using tstl::bench::seconds;
 struct Variant {
   const char* name;
   bool unit_scale, alibi, logn;
+  bool cudnn() const { return !logn; }  // cuDNN has no log-n; its ALiBi slopes are ours for 2^k heads
 };
 const Variant kVariants[] = {{"rope", false, false, false},      {"keynorm", true, false, false},
                              {"coca", false, false, false},      {"coca-strict", false, false, false},
@@ -47,9 +51,11 @@ struct Timing {
   double fwd, bwd;  // seconds, median
 };
 
+enum class Backend { Tstl, Cudnn };
+
 // Times the forward and the backward kernels of one problem in `dtype` (inputs N(0, 1)).
 Timing time_flash(int64_t batch, int64_t heads, int64_t n, int64_t d, const Variant& variant, DType dtype,
-                  int repeats) {
+                  Backend backend, int repeats) {
   tstl::Generator gen{7};
   const auto input = [&] { return tstl::randn({batch, heads, n, d}, gen, DType::F32, Device::CUDA).to(dtype); };
   const Tensor q = input(), k = input(), v = input(), d_o = input();
@@ -60,17 +66,23 @@ Timing time_flash(int64_t batch, int64_t heads, int64_t n, int64_t d, const Vari
   Tensor lse = Tensor::empty({batch, heads, n}, DType::F32, Device::CUDA);
   Tensor dq = Tensor::empty(q.shape(), dtype, Device::CUDA), dk = dq.clone(), dv = dq.clone();
   const auto fwd = [&] {
+    if (backend == Backend::Cudnn) {
+      tstl::kernels::cudnn_attention_forward(q, k, v, scale, variant.alibi, o, lse);
+    } else {
 #ifdef TSTL_WITH_CUDA
-    tstl::kernels::flash_forward_cuda(q, k, v, slopes, logn, 0, scale, o, lse);
-#else
-    (void)scale;  // built without CUDA: main() returns before any timing
+      tstl::kernels::flash_forward_cuda(q, k, v, slopes, logn, 0, scale, o, lse);
 #endif
+    }
     tstl::cuda::synchronize();
   };
   const auto bwd = [&] {
+    if (backend == Backend::Cudnn) {
+      tstl::kernels::cudnn_attention_backward(q, k, v, o, lse, d_o, scale, variant.alibi, dq, dk, dv);
+    } else {
 #ifdef TSTL_WITH_CUDA
-    tstl::kernels::flash_backward_cuda(q, k, v, slopes, logn, 0, scale, o, lse, d_o, dq, dk, dv);
+      tstl::kernels::flash_backward_cuda(q, k, v, slopes, logn, 0, scale, o, lse, d_o, dq, dk, dv);
 #endif
+    }
     tstl::cuda::synchronize();
   };
   fwd(), bwd();  // warm-up: module loading, shared-memory opt-in, the allocator's cache
@@ -98,24 +110,35 @@ int main(int argc, char** argv) {
   }
   std::printf("flash attention on %s, causal, %d repeats (median); TFLOP/s with causal FLOPs (FA2 count)\n",
               tstl::cuda::device_name().c_str(), repeats);
-  std::printf("bf16 = tensor-core kernels, f32 = SIMT kernels (peer); ratio = bf16 / f32\n\n");
-  std::printf("%-11s %4s %6s %3s %4s | %8s %8s %8s | %8s %8s %8s | %6s\n", "variant", "d", "N", "B", "H",
-              "bf16 fwd", "bf16 bwd", "fwd+bwd", "f32 fwd", "f32 bwd", "fwd+bwd", "ratio");
+  const bool with_cudnn = tstl::kernels::cudnn_attention_available();
+  std::printf("tstl = bf16 tensor-core kernels; cuDNN = its fused attention, bf16%s; SIMT = tstl's f32 kernels\n",
+              with_cudnn ? "" : " (not built: no cuDNN frontend)");
+  std::printf("ratios on fwd+bwd: tstl / cuDNN, tstl / SIMT\n\n");
+  std::printf("%-11s %4s %6s %3s %4s | %7s %7s %7s | %7s %7s %7s | %7s | %6s %6s\n", "variant", "d", "N", "B", "H",
+              "tstl f", "tstl b", "f+b", "cuDNN f", "cuDNN b", "f+b", "SIMT", "/cuDNN", "/SIMT");
   for (int64_t d : {64, 128})
     for (int64_t n = 512; n <= max_n; n *= 2)
       for (const Variant& variant : kVariants) {
         const int64_t batch = std::max<int64_t>(1, 16384 / n), heads = 2048 / d;
         const double pairs = static_cast<double>(n) * static_cast<double>(n + 1) / 2.0;
         const double fwd_flops = 4.0 * static_cast<double>(batch * heads * d) * pairs, bwd_flops = 2.5 * fwd_flops;
-        const Timing tc = time_flash(batch, heads, n, d, variant, DType::BF16, repeats);
-        const Timing simt = time_flash(batch, heads, n, d, variant, DType::F32, repeats);
         const auto tflops = [](double flops, double s) { return flops / s * 1e-12; };
+        const Timing tc = time_flash(batch, heads, n, d, variant, DType::BF16, Backend::Tstl, repeats);
+        const Timing simt = time_flash(batch, heads, n, d, variant, DType::F32, Backend::Tstl, repeats);
         const double tc_both = tflops(fwd_flops + bwd_flops, tc.fwd + tc.bwd);
         const double simt_both = tflops(fwd_flops + bwd_flops, simt.fwd + simt.bwd);
-        std::printf("%-11s %4lld %6lld %3lld %4lld | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f | %6.2f\n", variant.name,
+        char cudnn_cols[64] = "      -       -       - |", cudnn_ratio[16] = "     -";
+        if (with_cudnn && variant.cudnn()) {
+          const Timing cu = time_flash(batch, heads, n, d, variant, DType::BF16, Backend::Cudnn, repeats);
+          const double cu_both = tflops(fwd_flops + bwd_flops, cu.fwd + cu.bwd);
+          std::snprintf(cudnn_cols, sizeof cudnn_cols, "%7.1f %7.1f %7.1f |", tflops(fwd_flops, cu.fwd),
+                        tflops(bwd_flops, cu.bwd), cu_both);
+          std::snprintf(cudnn_ratio, sizeof cudnn_ratio, "%6.2f", tc_both / cu_both);
+        }
+        std::printf("%-11s %4lld %6lld %3lld %4lld | %7.1f %7.1f %7.1f | %s %7.1f | %s %6.2f\n", variant.name,
                     static_cast<long long>(d), static_cast<long long>(n), static_cast<long long>(batch),
                     static_cast<long long>(heads), tflops(fwd_flops, tc.fwd), tflops(bwd_flops, tc.bwd), tc_both,
-                    tflops(fwd_flops, simt.fwd), tflops(bwd_flops, simt.bwd), simt_both, tc_both / simt_both);
+                    cudnn_cols, simt_both, cudnn_ratio, tc_both / simt_both);
         std::fflush(stdout);
       }
   return 0;

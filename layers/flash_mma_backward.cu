@@ -190,6 +190,7 @@ __global__ void __launch_bounds__(kThreads)
     warp_mma_ab<BQ / 16, D>(dk, gf, qt, 0);   // dK += dS^T Q
     __syncthreads();
   }
+  cp_async_wait<0>();  // keys no query sees (q_tiles = 0): their K/V copies must land before exit
   const float one[2] = {1.f, 1.f};
   store_rows<D>(p.dk + p.kv_index(at.b, at.h, j0), dk, one, warp * kRowsPerWarp, cols);
   store_rows<D>(p.dv + p.kv_index(at.b, at.h, j0), dv, one, warp * kRowsPerWarp, cols);

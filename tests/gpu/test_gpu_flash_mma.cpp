@@ -13,6 +13,9 @@
 //         (tests/layers/test_flash_mma.cpp) measured at most O 3.0e-3, dV 4.6e-3, dQ 7.2e-3,
 //         dK 4.8e-3 and LSE 6.4e-7 against float64, so these bounds leave about 2-3x headroom
 //         for the device's summation order and ex2.approx.
+// cuDNN's fused attention (layers/flash_attention_cudnn.h), where built, is held to the same bf16
+// tolerances for the variants it covers (no log-n; ALiBi with 2^k heads, whose slopes are assumed
+// to be the paper's 2^(-8h/H), which this test checks).
 // NOT YET RUN ON A GPU (no machine here has one): the first GPU run of this suite is the first
 // test of the tensor-core kernels on hardware.
 #include <gtest/gtest.h>
@@ -29,6 +32,7 @@
 #include "layers/coca.h"
 #include "layers/decoder.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_attention_cudnn.h"
 #include "layers/keynorm.h"
 #include "layers/rope.h"
 
@@ -186,6 +190,37 @@ TEST(GpuFlashMma, TensorCoreBackwardIsBitwiseReproducible) {
   EXPECT_EQ(first.dq.to_vector<float>(), second.dq.to_vector<float>());
   EXPECT_EQ(first.dk.to_vector<float>(), second.dk.to_vector<float>());
   EXPECT_EQ(first.dv.to_vector<float>(), second.dv.to_vector<float>());
+}
+
+TEST(GpuFlashCudnn, CoveredVariantsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  if (!kernels::cudnn_attention_available()) GTEST_SKIP() << "built without the cuDNN frontend";
+  const Tolerances tol = tolerances(DType::BF16);
+  for (Variant variant : {Variant::Rope, Variant::KeyNorm, Variant::Coca, Variant::Alibi})
+    for (int64_t d : {64, 128})
+      for (const Shape4& s : {Shape4{1, 4, 200, 200}, Shape4{2, 4, 37, 300}, Shape4{1, 4, 1, 129}}) {
+        SCOPED_TRACE(std::string(variant_name(variant)) + " d" + std::to_string(d) + " N" +
+                     std::to_string(s.n_queries) + " M" + std::to_string(s.n_keys));
+        const AttentionInputs in = variant_inputs(variant, s, d, false, false, DType::BF16);
+        const Tensor seed = round_to(random_input(in.q.shape(), 26, 1.0, false).to(DType::F32), DType::BF16);
+        const FlashRun cpu = run_flash(in, seed, DType::F32, Device::CPU);
+        const auto on_gpu = [](const Tensor& t) { return t.to(DType::BF16).to(Device::CUDA); };
+        const Tensor q = on_gpu(in.q), k = on_gpu(in.k), v = on_gpu(in.v), d_o = on_gpu(seed);
+        Tensor o = Tensor::empty(q.shape(), DType::BF16, Device::CUDA);
+        Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, Device::CUDA);
+        Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::CUDA);
+        Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::CUDA), dv = Tensor::empty(k.shape(), DType::BF16, Device::CUDA);
+        const bool alibi = variant == Variant::Alibi;
+        kernels::cudnn_attention_forward(q, k, v, in.opt.scale, alibi, o, lse);
+        kernels::cudnn_attention_backward(q, k, v, o, lse, d_o, in.opt.scale, alibi, dq, dk, dv);
+        const auto err = [](const Tensor& gpu, const Tensor& ref) {
+          return relative_error(gpu.to(Device::CPU).to_vector<double>(), ref.to_vector<double>());
+        };
+        EXPECT_LE(err(o, cpu.o), tol.o) << "O";
+        EXPECT_LE(err(dq, cpu.dq), tol.dq) << "dQ";
+        EXPECT_LE(err(dk, cpu.dk), tol.dk) << "dK";
+        EXPECT_LE(err(dv, cpu.dv), tol.dv) << "dV";
+      }
 }
 
 }  // namespace
