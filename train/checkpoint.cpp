@@ -321,7 +321,8 @@ void verify_checkpoint(const std::string& path) {
   struct stat st;
   TSTL_CHECK(stat(path.c_str(), &st) == 0, "checkpoint '", path, "': ", std::strerror(errno));
   for (const char* group_name : {"parameters", "optimizer", kAccumulationGroup}) {
-    if (group_name == kAccumulationGroup && H5Lexists(file, group_name, H5P_DEFAULT) <= 0) continue;  // optional
+    const bool optional = std::strcmp(group_name, kAccumulationGroup) == 0;  // only after a stop mid-step
+    if (optional && H5Lexists(file, group_name, H5P_DEFAULT) <= 0) continue;
     TSTL_CHECK(H5Lexists(file, group_name, H5P_DEFAULT) > 0, "checkpoint '", path, "' has no /", group_name);
     Handle group(H5_CHECK(H5Gopen2(file, group_name, H5P_DEFAULT), "group /", group_name));
     for (const std::string& name : member_names(group)) {
