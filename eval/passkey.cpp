@@ -1,16 +1,11 @@
-// Passkey retrieval accuracy and `tstl eval passkey`.
-#include "train/eval_passkey.h"
-
-#include <boost/program_options.hpp>
+// Passkey retrieval accuracy.
+#include "eval/passkey.h"
 
 #include <cctype>
 #include <cstdio>
 
+#include "core/json.h"
 #include "data/passkey.h"
-#include "train/cli_util.h"
-#include "train/json.h"
-
-namespace po = boost::program_options;
 
 namespace tstl {
 
@@ -68,40 +63,8 @@ std::vector<PasskeyResult> evaluate_passkey(const Tokenizer& tokenizer, const Co
   return results;
 }
 
-int command_eval_passkey(const Args& args) {
-  std::string checkpoint, lengths_text, json_path;
-  ScalingArguments scaling_args;
-  PasskeyOptions options;
-  po::options_description desc("tstl eval passkey options");
-  desc.add_options()("help,h", "show this help")
-      ("checkpoint", po::value(&checkpoint)->required(), "a checkpoint file")
-      ("lengths", po::value(&lengths_text)->required(), "prompt lengths in tokens, comma-separated")
-      ("cases", po::value(&options.cases)->default_value(100), "prompts per length")
-      ("seed", po::value(&options.seed)->default_value(0), "seed of the keys and depths")
-      ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(8), "longest continuation");
-  add_scaling_options(desc, scaling_args);
-  desc.add_options()("json", po::value(&json_path)->required(), "write the results here");
-  po::variables_map vm;
-  if (!parse_command_line(args, desc, vm,
-                          "usage: tstl eval passkey --checkpoint PATH --lengths 128,256,... [--cases 100] [--seed S] "
-                          "[--scaling METHOD:FACTOR] [--logn] --json OUT"))
-    return 0;
-  options.lengths = parse_int_list(lengths_text, "--lengths");
-  const InferenceModel model = load_for_inference(checkpoint, scaling_args);
-  std::printf("eval passkey: %s, %lld cases per length, seed %llu\n", describe(model).c_str(),
-              static_cast<long long>(options.cases), static_cast<unsigned long long>(options.seed));
-  std::printf("%8s %8s %8s %9s  %s\n", "length", "cases", "correct", "accuracy", "first answer");
-  const Continuation continuation = decoder_continuation(*model.loaded.model, model.forward);
-  const auto results = evaluate_passkey(*model.tokenizer, continuation, options,
-                                        [](const PasskeyResult& r) {
-                                          std::string first = r.answers.empty() ? "" : r.answers[0];
-                                          for (char& ch : first)
-                                            if (ch == '\n') ch = ' ';
-                                          std::printf("%8lld %8lld %8lld %9.3f  \"%s\"\n", static_cast<long long>(r.length),
-                                                      static_cast<long long>(r.cases), static_cast<long long>(r.correct),
-                                                      r.accuracy, first.c_str());
-                                          std::fflush(stdout);
-                                        });
+void write_passkey_json(const std::string& path, const InferenceModel& model, const PasskeyOptions& options,
+                        const std::vector<PasskeyResult>& results) {
   JsonWriter json;
   json.begin_object();
   json.field("kind", "passkey");
@@ -119,9 +82,7 @@ int command_eval_passkey(const Args& args) {
   }
   json.end_array();
   json.end_object();
-  write_text_file(json_path, json.str() + "\n");
-  std::printf("wrote %s\n", json_path.c_str());
-  return 0;
+  write_text_file(path, json.str() + "\n");
 }
 
 }  // namespace tstl

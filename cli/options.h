@@ -1,18 +1,18 @@
 // What the subcommands of `tstl` share on the command line: option parsing with --help, lists of
 // integers, the `--config FILE [--section.key value ...]` form of train and info, and the
-// checkpoint options (--checkpoint, --scaling, --logn) of the commands that run a trained model,
-// with the loading they imply.
+// inference-scaling options (--scaling, --logn) of the commands that run a trained model.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "data/tokenizer.h"
-#include "train/commands.h"
-#include "train/generate.h"
-#include "train/model_io.h"
+#include "cli/commands.h"
+#include "core/int_list.h"
+#include "eval/inference_model.h"
 
 namespace boost::program_options {
 class options_description;
@@ -21,15 +21,10 @@ class variables_map;
 
 namespace tstl {
 
-class JsonWriter;
-
 // Parses `args` against `desc`; on --help prints `usage` and the options and returns false.
 // Parse errors throw tstl::Error.
 bool parse_command_line(const Args& args, const boost::program_options::options_description& desc,
                         boost::program_options::variables_map& vm, const char* usage);
-
-// Comma-separated positive integers ("128,256,512") for option `what`.
-std::vector<int64_t> parse_int_list(const std::string& text, const char* what);
 
 // The arguments of a config-driven command (tstl train, tstl info): `--config FILE` or
 // `--config=FILE`, and every other argument as a config override (`--section.key value`).
@@ -48,26 +43,34 @@ struct ScalingArguments {
 // Adds --scaling (with `scaling_help`) and --logn to `desc`.
 void add_scaling_options(boost::program_options::options_description& desc, ScalingArguments& scaling,
                          const char* scaling_help = "METHOD:FACTOR (see tstl eval ppl --help)");
-
-// A checkpoint ready for inference: its model, its tokenizer and the forward options of the
-// inference-time scaling asked for.
-struct InferenceModel {
-  std::string checkpoint;  // the path it was read from
-  LoadedModel loaded;
-  InferenceScaling scaling;
-  ForwardOptions forward;
-  std::unique_ptr<Tokenizer> tokenizer;
-  const ModelConfig& config() const { return loaded.model->config(); }
-};
-// Loads `checkpoint`, resolves the scaling against its variant (errors as forward_options_for)
-// and builds its tokenizer (errors as tokenizer_for).
+// Loads `checkpoint` for inference with the scaling given on the command line.
 InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling);
 
-// "PATH (variant, train_len N, step S), label": the first line of an evaluation's output.
-std::string describe(const InferenceModel& m);
-
-// The fields that say which model and method an evaluation result is of: checkpoint, step,
-// variant, train_len, method (the label), scaling_method, scaling_factor, logn.
-void write_model_fields(JsonWriter& json, const InferenceModel& m);
+// Runs `evaluate` (the evaluation of `length`); running out of memory (std::bad_alloc, or a size
+// no container can hold) becomes an error naming the length and the memory a forward of that
+// many tokens needs at least, instead of a bare "std::bad_alloc".
+[[noreturn]] void fail_out_of_memory(int64_t length, const ModelConfig& model);
+template <class F>
+auto with_memory_message(int64_t length, const ModelConfig& model, F&& evaluate) -> decltype(evaluate()) {
+  try {
+    return evaluate();
+  } catch (const std::bad_alloc&) {
+    fail_out_of_memory(length, model);
+  } catch (const std::length_error&) {
+    fail_out_of_memory(length, model);
+  }
+}
+// The same for an evaluation of several lengths that counts in `done` the lengths finished.
+template <class F>
+auto with_memory_message(const std::vector<int64_t>& lengths, const size_t& done, const ModelConfig& model,
+                         F&& evaluate) -> decltype(evaluate()) {
+  try {
+    return evaluate();
+  } catch (const std::bad_alloc&) {
+    fail_out_of_memory(lengths.at(std::min(done, lengths.size() - 1)), model);
+  } catch (const std::length_error&) {
+    fail_out_of_memory(lengths.at(std::min(done, lengths.size() - 1)), model);
+  }
+}
 
 }  // namespace tstl
