@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench_util.h"
 #include "core/cuda_backend.h"
 #include "core/rng.h"
 #include "core/tensor.h"
