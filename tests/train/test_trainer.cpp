@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common/cli_test_util.h"
 #include "core/autograd.h"
@@ -152,6 +153,53 @@ TEST(Trainer, SameConfigAndSeedGiveBitwiseIdenticalLosses) {
   EXPECT_EQ(losses(dir / "a"), losses(dir / "b"));
   ASSERT_EQ(run_tstl(small_args(dir / "c") + " --train.max_steps 6 --train.seed 99").exit_code, 0);
   EXPECT_NE(losses(dir / "a"), losses(dir / "c"));
+}
+
+// The text of one field of each metrics line ("" where a line lacks it).
+std::vector<std::string> metric_field(const std::string& run_dir, const std::string& key) {
+  std::vector<std::string> out;
+  for (const std::string& line : metric_lines(run_dir)) {
+    const size_t at = line.find("\"" + key + "\":");
+    if (at == std::string::npos) {
+      out.emplace_back();
+      continue;
+    }
+    const size_t begin = at + key.size() + 3;
+    out.push_back(line.substr(begin, line.find_first_of(",}", begin) - begin));
+  }
+  return out;
+}
+
+// Every CPU reduction has a fixed order (core/reduce.h, docs/training.md), so the thread count
+// changes no bit: 20 steps of the small config's model (in short batches, so that the test takes
+// seconds) at 1, 2 and 3 threads log the same losses,
+// gradient norms and validation losses, and end with the same weights and AdamW moments. A
+// second run puts 66,560 tokens in each batch of the tiny config, so that the loss's sum over
+// the tokens takes its threaded path too.
+TEST(Trainer, OneTwoAndThreeThreadsGiveTheSameLossesAndWeights) {
+  ScratchDir dir;
+  const std::string small = "train --config " + kSource + "/configs/small.cfg --data.path " + corpus_file() +
+                            " --train.max_steps 20 --train.batch_size 2 --train.seq_len 32 --train.grad_accum 2"
+                            " --train.log_every 1 --train.eval_every 10 --train.eval_batches 2 --train.save_every 1000"
+                            " --train.cpu_peak_gflops 100 --optim.warmup_steps 4";
+  const std::string wide = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
+                           " --train.max_steps 2 --train.batch_size 2080 --train.eval_every 0 --train.save_every 1000"
+                           " --train.cpu_peak_gflops 100";
+  for (const auto& [name, args, last] : {std::tuple<std::string, std::string, std::string>{"small", small, "step_00000020.h5"},
+                                         {"wide", wide, "step_00000002.h5"}}) {
+    auto run_dir = [&](int threads) { return dir / (name + std::to_string(threads)); };
+    for (int threads : {1, 2, 3}) {
+      const RunResult r = run_tstl(args + " --train.threads " + std::to_string(threads) + " --train.out_dir " + run_dir(threads));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      ASSERT_NE(r.output.find(std::to_string(threads) + " threads"), std::string::npos) << r.output;
+    }
+    ASSERT_EQ(losses(run_dir(1)).size(), name == "small" ? 20u : 2u);
+    for (int threads : {2, 3}) {
+      for (const char* key : {"loss", "grad_norm", "val_loss"})
+        EXPECT_EQ(metric_field(run_dir(threads), key), metric_field(run_dir(1), key)) << name << ", " << key << ", " << threads << " threads";
+      expect_same_parameters(run_dir(1) + "/checkpoints/" + last, run_dir(threads) + "/checkpoints/" + last);
+    }
+  }
 }
 
 TEST(Trainer, AccumulationOfFourBatchesOfTwoEqualsOneBatchOfEight) {
