@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "common/cli_test_util.h"
+#include "common/shared_fixture.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "data/sampler.h"
@@ -30,16 +31,14 @@ using test::ScratchDir;
 
 const std::string kSource = TSTL_SOURCE_DIR;
 
-// A token file of a few addresses of the bundled corpus, made once per test binary.
+// A token file of a few addresses of the bundled corpus, made once for the whole suite
+// (common/shared_fixture.h).
 const std::string& corpus_file() {
-  static ScratchDir dir;
-  static const std::string path = [] {
-    const std::string out = dir / "sotu.h5";
+  static const std::string path = test::shared_fixture("sotu-24-byte.h5", [](const std::string& out) {
     const RunResult r = run_tstl("prepare --input " + kSource + "/data/corpus/sotu --max-documents 24 --tokenizer byte"
                                  " --val-fraction 0.1 --output " + out);
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    return out;
-  }();
+  });
   return path;
 }
 
@@ -83,9 +82,9 @@ void expect_same_parameters(const std::string& a, const std::string& b) {
         << x.optimizer[i].first;
 }
 
-// Starts `tstl ARGS` in the background, sends SIGTERM once metrics.jsonl has `lines` lines, and
+// Starts `tstl ARGS` in the background, sends `signal` once metrics.jsonl has `lines` lines, and
 // returns the exit code and output.
-RunResult run_and_terminate(const std::string& args, const std::string& run_dir, size_t lines) {
+RunResult run_and_terminate(const std::string& args, const std::string& run_dir, size_t lines, int signal = SIGTERM) {
   const std::string log = run_dir + ".log";
   const std::string cmd = std::string(TSTL_BINARY) + " " + args + " > " + log + " 2>&1";
   const pid_t pid = fork();
@@ -96,7 +95,7 @@ RunResult run_and_terminate(const std::string& args, const std::string& run_dir,
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (metric_lines(run_dir).size() < lines && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  kill(pid, SIGTERM);
+  kill(pid, signal);
   int status = 0;
   waitpid(pid, &status, 0);
   std::ifstream in(log);
@@ -131,6 +130,26 @@ TEST(Trainer, ResumeAfterSigtermMatchesAnUninterruptedRunBitForBit) {
     expect_same_parameters(straight + "/checkpoints/step_00000040.h5", run + "/checkpoints/step_00000040.h5");
   }
   EXPECT_TRUE(saw_mid_accumulation);
+}
+
+// Ctrl-C (SIGINT), as the README says, right after the first step: no checkpoint exists yet
+// (save_every 1000), so the stop writes the first one, and the same command resumes from it to
+// the losses and weights of an uninterrupted run.
+TEST(Trainer, CtrlCBeforeTheFirstCheckpointSavesOneAndResumesExactly) {
+  ScratchDir dir;
+  const std::string straight = dir / "straight", run = dir / "interrupted";
+  ASSERT_EQ(run_tstl(small_args(straight) + " --train.max_steps 8").exit_code, 0);
+  const RunResult stopped = run_and_terminate(small_args(run) + " --train.max_steps 8", run, 1, SIGINT);
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
+  EXPECT_NE(stopped.output.find("stopped by signal 2"), std::string::npos) << stopped.output;
+  const auto saved = CheckpointDir(run + "/checkpoints").list();
+  ASSERT_EQ(saved.size(), 1u) << stopped.output;
+  EXPECT_LT(saved[0], 8) << "the stop came after the run had finished";
+  const RunResult resumed = run_tstl(small_args(run) + " --train.max_steps 8");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_EQ(losses(run), losses(straight));
+  expect_same_parameters(straight + "/checkpoints/step_00000008.h5", run + "/checkpoints/step_00000008.h5");
 }
 
 TEST(Trainer, StopAtSavesAndResumesExactly) {
@@ -281,15 +300,46 @@ TEST(Trainer, NonFiniteGradientStopsNamingTheStepAndParameterOrIsSkipped) {
   EXPECT_NE(r.output.find("skipping step"), std::string::npos) << r.output;
 }
 
+// init_from starts a new run (step 0) from the file's weights with fresh AdamW moments. One step
+// at a learning rate of 1e-30 leaves the weights where they were loaded (so they must equal the
+// file's), and fresh moments after one step are m = (1 - beta1) g and v = (1 - beta2) g^2, so
+// m^2 / v = (1 - beta1)^2 / (1 - beta2) = 0.2 in every element whatever g is; moments carried
+// over from the file (m0, v0 nonzero) would break that ratio.
 TEST(Trainer, InitFromStartsANewRunFromWeightsOnly) {
   ScratchDir dir;
   const std::string base = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file();
   ASSERT_EQ(run_tstl(base + " --train.out_dir " + dir / "a" + " --train.max_steps 4").exit_code, 0);
-  const RunResult r = run_tstl(base + " --train.out_dir " + dir / "b" + " --train.max_steps 2 --train.init_from " +
-                               dir / "a/checkpoints/step_00000004.h5");
+  const std::string source = dir / "a/checkpoints/step_00000004.h5";
+  const RunResult r = run_tstl(base + " --train.out_dir " + dir / "b" + " --train.max_steps 1 --train.init_from " + source +
+                               " --optim.lr 1e-30 --optim.min_lr 1e-30 --optim.warmup_steps 0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("init_from"), std::string::npos);
-  EXPECT_EQ(losses(dir / "b").size(), 2u);
+  EXPECT_EQ(losses(dir / "b").size(), 1u);
+  const CheckpointState file = load_checkpoint(source), after = load_checkpoint(dir / "b/checkpoints/step_00000001.h5");
+  EXPECT_EQ(after.step, 1);
+  EXPECT_EQ(after.optimizer_step, 1);
+  ASSERT_EQ(after.parameters.size(), file.parameters.size());
+  size_t checked = 0;
+  for (size_t i = 0; i < file.parameters.size(); ++i) {
+    const std::string& name = file.parameters[i].first;
+    ASSERT_EQ(after.parameters[i].first, name);
+    const std::vector<float> want = file.parameters[i].second.to_vector<float>();
+    const std::vector<float> got = after.parameters[i].second.to_vector<float>();
+    for (size_t j = 0; j < want.size(); ++j) ASSERT_NEAR(got[j], want[j], 1e-20) << name << "[" << j << "]";
+    std::vector<float> m, v;
+    for (const auto& [moment, t] : after.optimizer) {
+      if (moment == "exp_avg." + name) m = t.to_vector<float>();
+      if (moment == "exp_avg_sq." + name) v = t.to_vector<float>();
+    }
+    ASSERT_EQ(m.size(), want.size()) << name;
+    ASSERT_EQ(v.size(), want.size()) << name;
+    for (size_t j = 0; j < m.size(); ++j) {
+      if (v[j] < 1e-30f) continue;  // g ~ 0: the ratio is not measurable
+      ASSERT_NEAR(static_cast<double>(m[j]) * m[j] / v[j], 0.2, 1e-4) << name << "[" << j << "]";
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 1000u);
 }
 
 }  // namespace
