@@ -255,7 +255,14 @@ void Trainer::save(bool partial) {
   std::printf("checkpoint %s\n", path.c_str());
 }
 
-double Trainer::evaluate() { return val_windows_.empty() ? NAN : validation_loss(*model_, val_windows_, batch_); }
+double Trainer::evaluate() {
+  if (val_windows_.empty()) return NAN;
+  // Announced before it starts, so that a long evaluation does not look like a hang (and a test
+  // can send a signal while it runs).
+  std::printf("step %lld: validation loss over %zu windows\n", static_cast<long long>(state_.step), val_windows_.size());
+  std::fflush(stdout);
+  return validation_loss(*model_, val_windows_, batch_);
+}
 
 void Trainer::log_startup() {
   const ModelConfig& m = model_->config();
