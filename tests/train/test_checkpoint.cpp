@@ -1,7 +1,8 @@
-// Checkpoints: bitwise round trip, temporaries ignored, a truncated newest file skipped, the
-// retention rule, clear errors on unwritable directories and full disks with the old files kept,
-// and a child killed with SIGKILL at random moments while saving never leaves a checkpoint that
-// latest() would pick and load_checkpoint() fail on.
+// Checkpoints: bitwise round trip (bf16 and integer tensors too), other files, formats and
+// versions refused by name, temporaries ignored, a truncated newest file skipped, the retention
+// rule, clear errors on unwritable directories and full disks with the old files kept, and a
+// child killed with SIGKILL at random moments while saving (until enough kills land mid-write)
+// never leaves a checkpoint that latest() would pick and load_checkpoint() fail on.
 #include <gtest/gtest.h>
 
 #include <signal.h>
