@@ -17,12 +17,14 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "core/error.h"
 #include "core/hdf5.h"
 #include "train/checkpoint.h"
+#include "train/config.h"
 
 namespace tstl {
 namespace {
@@ -108,6 +110,151 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_TRUE(weights_only.optimizer.empty());
   expect_bitwise_equal(weights_only.parameters, s.parameters);
   EXPECT_EQ(dir.list(), (std::vector<int64_t>{40}));
+}
+
+// An interrupted accumulation: its own group, /accumulation, with grad.<name> datasets and the
+// attributes micro_batches (integer) and loss_sum (a 64-bit float, not integer bits).
+CheckpointState with_accumulation(int64_t step) {
+  CheckpointState s = make_state(step);
+  s.accumulation.micro_batches = 3;
+  s.accumulation.loss_sum = 0.1 + 0.2;  // not a round number: must come back bit for bit
+  s.accumulation.grads = {{"gpt_neox.embed_in.weight", Tensor::full({3, 7}, -0.75)},
+                          {"embed_out.weight", Tensor::full({3, 7}, 1.0 / 3.0)}};
+  return s;
+}
+
+void expect_same_accumulation(const Accumulation& a, const Accumulation& b) {
+  EXPECT_EQ(a.micro_batches, b.micro_batches);
+  EXPECT_EQ(std::memcmp(&a.loss_sum, &b.loss_sum, sizeof(double)), 0) << a.loss_sum << " vs " << b.loss_sum;
+  expect_bitwise_equal(a.grads, b.grads);
+}
+
+TEST(Checkpoint, AccumulationHasItsOwnGroup) {
+  CheckpointDir dir(fresh_dir("accumulation"));
+  const CheckpointState s = with_accumulation(12);
+  const std::string path = dir.save(s);
+  const CheckpointState loaded = load_checkpoint(path);
+  expect_matches(loaded, s);  // the optimizer group holds the moments only
+  expect_same_accumulation(loaded.accumulation, s.accumulation);
+  EXPECT_EQ(load_checkpoint(path, /*with_optimizer=*/false).accumulation.micro_batches, 0);
+  // The layout, read with the HDF5 library directly.
+  h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  int64_t version = 0;
+  h5::Handle version_attr(H5Aopen(file, "version", H5P_DEFAULT));
+  H5Aread(version_attr, H5T_NATIVE_INT64, &version);
+  EXPECT_EQ(version, 2);
+  h5::Handle group(H5Gopen2(file, "accumulation", H5P_DEFAULT));
+  ASSERT_TRUE(group.valid());
+  EXPECT_GT(H5Lexists(group, "grad.embed_out.weight", H5P_DEFAULT), 0);
+  h5::Handle loss(H5Aopen(group, "loss_sum", H5P_DEFAULT));
+  h5::Handle loss_type(H5Aget_type(loss));
+  EXPECT_EQ(H5Tget_class(loss_type), H5T_FLOAT);
+  EXPECT_EQ(H5Tget_size(loss_type), 8u);
+  double loss_sum = 0;
+  H5Aread(loss, H5T_NATIVE_DOUBLE, &loss_sum);
+  EXPECT_EQ(loss_sum, 0.1 + 0.2);
+  h5::Handle micro(H5Aopen(group, "micro_batches", H5P_DEFAULT));
+  h5::Handle micro_type(H5Aget_type(micro));
+  EXPECT_EQ(H5Tget_class(micro_type), H5T_INTEGER);
+  // Without an interrupted accumulation there is no group.
+  const std::string plain = dir.save(make_state(13));
+  h5::Handle plain_file(H5Fopen(plain.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  EXPECT_EQ(H5Lexists(plain_file, "accumulation", H5P_DEFAULT), 0);
+}
+
+// Rewrites a version-2 file with an accumulation into the version-1 layout: the gradients under
+// /optimizer as partial_grad.<name>, micro_done and the loss's integer bits in /counters.
+void downgrade_to_version1(const std::string& path, const Accumulation& a) {
+  h5::quiet();
+  h5::Handle file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), path));
+  const int64_t one = 1;
+  h5::Handle version(H5_CHECK(H5Aopen(file, "version", H5P_DEFAULT), "version"));
+  H5_CHECK(H5Awrite(version, H5T_NATIVE_INT64, &one), "version");
+  for (const auto& [name, g] : a.grads)
+    H5_CHECK(H5Lmove(file, ("accumulation/grad." + name).c_str(), file, ("optimizer/partial_grad." + name).c_str(),
+                     H5P_DEFAULT, H5P_DEFAULT), name);
+  H5_CHECK(H5Ldelete(file, "accumulation", H5P_DEFAULT), "accumulation");
+  h5::Handle counters(H5_CHECK(H5Gopen2(file, "counters", H5P_DEFAULT), "counters"));
+  int64_t bits = 0;
+  std::memcpy(&bits, &a.loss_sum, sizeof bits);
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"micro_done", a.micro_batches}, {"partial_loss_bits", bits}}) {
+    h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), name));
+    h5::Handle attr(H5_CHECK(H5Acreate2(counters, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), name));
+    H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value), name);
+  }
+}
+
+TEST(Checkpoint, Version1AccumulationStillLoads) {
+  CheckpointDir dir(fresh_dir("version1"));
+  const CheckpointState s = with_accumulation(7);
+  const std::string path = dir.save(s);
+  downgrade_to_version1(path, s.accumulation);
+  EXPECT_EQ(dir.latest()->path, path);  // verify_checkpoint accepts version 1
+  const CheckpointState loaded = load_checkpoint(path);
+  expect_matches(loaded, s);  // no partial_grad.* among the moments, no v1 keys among the counters
+  expect_same_accumulation(loaded.accumulation, s.accumulation);
+}
+
+// The committed version-1 file tests/train/fixtures/checkpoint_v1.h5, written by the tstl of
+// commit 842439a (tests/train/fixtures/make_checkpoint_v1.sh: tiny.cfg narrowed to 1 layer of
+// width 16, seed 17, 64 micro-batches of one window per step, stopped by SIGTERM during step 4
+// after 17 of them) loads with every part where this tstl keeps it: the 16 parameters and their
+// 32 moments, the interrupted accumulation (17 micro-batches, a gradient per parameter, the loss
+// so far), the loop state and the saved config. Trainer.ResumesTheCommittedVersion1Checkpoint
+// resumes a run from it.
+TEST(Checkpoint, CommittedVersion1FileStillLoads) {
+  const std::string path = std::string(TSTL_SOURCE_DIR) + "/tests/train/fixtures/checkpoint_v1.h5";
+  ASSERT_NO_THROW(verify_checkpoint(path));
+  const CheckpointState s = load_checkpoint(path);
+  EXPECT_EQ(s.step, 3);
+  EXPECT_EQ(s.optimizer_step, 3);
+  EXPECT_EQ(s.tokens_seen, 3 * 64 * 32);
+  EXPECT_EQ(s.data_cursor, 3u * 64u + 17u);  // the sampler's position: step 4, micro-batch 18
+  EXPECT_EQ(s.rng_seed, 17u);
+  EXPECT_EQ(s.tokenizer, "byte:259");
+  EXPECT_EQ(s.counters, (std::map<std::string, int64_t>{{"skipped_steps", 0}}));
+  const Config config = parse_config(s.config, path);
+  EXPECT_EQ(config.get<int64_t>("model.hidden"), 16);
+  EXPECT_EQ(config.get<int64_t>("train.grad_accum"), 64);
+
+  ASSERT_EQ(s.parameters.size(), 16u);
+  int64_t numel = 0;
+  for (const auto& [name, p] : s.parameters) {
+    EXPECT_EQ(p.dtype(), DType::F32) << name;
+    numel += p.numel();
+    for (float v : p.to_vector<float>()) ASSERT_TRUE(std::isfinite(v)) << name;
+  }
+  EXPECT_EQ(numel, 10544);  // as `tstl train` reported for this model
+  EXPECT_EQ(s.parameters.front().first, "gpt_neox.embed_in.weight");
+  EXPECT_EQ(s.parameters.front().second.shape(), (Shape{259, 16}));
+
+  ASSERT_EQ(s.optimizer.size(), 32u);  // the moments only: no partial_grad.* left among them
+  std::map<std::string, Shape> shapes;
+  for (const auto& [name, p] : s.parameters) shapes[name] = p.shape();
+  for (const auto& [name, m] : s.optimizer) {
+    const bool first = name.rfind("exp_avg.", 0) == 0, second = name.rfind("exp_avg_sq.", 0) == 0;
+    ASSERT_TRUE(first || second) << name;
+    const std::string param = name.substr(first ? 8 : 11);
+    ASSERT_TRUE(shapes.count(param)) << name;
+    EXPECT_EQ(m.shape(), shapes[param]) << name;
+    if (second)
+      for (float v : m.to_vector<float>()) ASSERT_GE(v, 0.0f) << name;
+  }
+
+  EXPECT_EQ(s.accumulation.micro_batches, 17);
+  ASSERT_EQ(s.accumulation.grads.size(), 16u);
+  for (const auto& [name, g] : s.accumulation.grads) {
+    ASSERT_TRUE(shapes.count(name)) << name;
+    EXPECT_EQ(g.shape(), shapes[name]) << name;
+  }
+  // 17 of 64 micro-batches, each weighted 1/64, of a loss near ln 259 = 5.56 at step 4.
+  EXPECT_GT(s.accumulation.loss_sum, 17.0 / 64 * 4.5);
+  EXPECT_LT(s.accumulation.loss_sum, 17.0 / 64 * 6.0);
+
+  const CheckpointState weights = load_checkpoint(path, /*with_optimizer=*/false);
+  EXPECT_TRUE(weights.optimizer.empty());
+  EXPECT_EQ(weights.accumulation.micro_batches, 0);
+  expect_bitwise_equal(weights.parameters, s.parameters);
 }
 
 // Rewrites the root attribute `version` of a checkpoint in place.

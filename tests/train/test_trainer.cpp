@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -227,6 +228,29 @@ TEST(Trainer, SignalDuringEvaluationFinishesItSavesAndResumesExactly) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(metric_field(run, "loss"), metric_field(straight, "loss"));
   EXPECT_EQ(metric_field(run, "val_loss"), metric_field(straight, "val_loss"));
+}
+
+// A run saved by the tstl of commit 842439a in checkpoint format version 1, in the middle of an
+// accumulation (tests/train/fixtures/make_checkpoint_v1.sh, on the same token file as
+// corpus_file()), resumes with the same command: step 4 adds the 47 remaining micro-batches to
+// the 17 saved ones and logs the loss and gradient norm that tstl logged then (its log is in the
+// script). Dropping the saved gradients or the saved loss would log about 47/64 of them.
+TEST(Trainer, ResumesTheCommittedVersion1CheckpointMidAccumulation) {
+  ScratchDir dir;
+  const std::string run = dir / "run";
+  std::filesystem::create_directories(run + "/checkpoints");
+  std::filesystem::copy_file(kSource + "/tests/train/fixtures/checkpoint_v1.h5", run + "/checkpoints/step_00000003.h5");
+  const RunResult r = run_tstl("train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
+                               " --train.out_dir " + run + " --model.layers 1 --model.hidden 16 --model.heads 2"
+                               " --model.ffn 32 --train.batch_size 1 --train.grad_accum 64 --train.max_steps 5"
+                               " --train.save_every 0 --train.eval_every 0 --train.threads 1 --train.seed 17"
+                               " --train.cpu_peak_gflops 100");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + run + "/checkpoints/step_00000003.h5: step 3 (+17 micro-batches)"),
+            std::string::npos) << r.output;
+  ASSERT_EQ(metric_field(run, "step"), (std::vector<std::string>{"4", "5"}));
+  EXPECT_NEAR(std::stod(metric_field(run, "loss")[0]), 5.454525426030159, 1e-6);
+  EXPECT_NEAR(std::stod(metric_field(run, "grad_norm")[0]), 1.525058056776339, 1e-6);
 }
 
 TEST(Trainer, StopAtSavesAndResumesExactly) {
