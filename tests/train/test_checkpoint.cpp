@@ -237,8 +237,9 @@ TEST(Checkpoint, CommittedVersion1FileStillLoads) {
     const std::string param = name.substr(first ? 8 : 11);
     ASSERT_TRUE(shapes.count(param)) << name;
     EXPECT_EQ(m.shape(), shapes[param]) << name;
-    if (second)
+    if (second) {
       for (float v : m.to_vector<float>()) ASSERT_GE(v, 0.0f) << name;
+    }
   }
 
   EXPECT_EQ(s.accumulation.micro_batches, 17);
