@@ -270,7 +270,7 @@ TEST(Trainer, StopAtSavesAndResumesExactly) {
 // (core/reduce.h, docs/training.md), so not even the thread count changes a bit: 20 steps of the
 // small config's model (in short batches, so that the test takes seconds) at 1, 2 and 3 threads
 // log the same losses, gradient norms and validation losses, and end with the same weights and
-// AdamW moments. A second run puts 66,560 tokens in each batch of the tiny config, so that the
+// AdamW moments. A second run puts 66,560 tokens in one step of the tiny config, so that the
 // loss's sum over the tokens takes its threaded path too. Another seed gives another first loss.
 TEST(Trainer, OneTwoAndThreeThreadsGiveTheSameLossesAndWeights) {
   ScratchDir dir;
@@ -279,21 +279,22 @@ TEST(Trainer, OneTwoAndThreeThreadsGiveTheSameLossesAndWeights) {
                             " --train.log_every 1 --train.eval_every 10 --train.eval_batches 2 --train.save_every 1000"
                             " --train.cpu_peak_gflops 100 --optim.warmup_steps 4";
   const std::string wide = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
-                           " --train.max_steps 2 --train.batch_size 2080 --train.eval_every 0 --train.save_every 1000"
+                           " --train.max_steps 1 --train.batch_size 2080 --train.eval_every 0 --train.eval_batches 0 --train.save_every 1000"
                            " --train.cpu_peak_gflops 100";
   for (const auto& [name, args, last] : {std::tuple<std::string, std::string, std::string>{"small", small, "step_00000020.h5"},
-                                         {"wide", wide, "step_00000002.h5"}}) {
+                                         {"wide", wide, "step_00000001.h5"}}) {
     auto run_dir = [&](int threads) { return dir / (name + std::to_string(threads)); };
     for (int threads : {1, 2, 3}) {
       const RunResult r = run_tstl(args + " --train.threads " + std::to_string(threads) + " --train.out_dir " + run_dir(threads));
       ASSERT_EQ(r.exit_code, 0) << r.output;
       ASSERT_NE(r.output.find(std::to_string(threads) + " threads"), std::string::npos) << r.output;
     }
-    ASSERT_EQ(losses(run_dir(1)).size(), name == "small" ? 20u : 2u);
-    // The seed matters: another one starts from other weights (the first loss is before any update).
-    const RunResult other = run_tstl(args + " --train.max_steps 1 --train.seed 99 --train.out_dir " + dir / (name + "_seed99"));
-    ASSERT_EQ(other.exit_code, 0) << other.output;
-    EXPECT_NE(losses(dir / (name + "_seed99"))[0], losses(run_dir(1))[0]) << name;
+    ASSERT_EQ(losses(run_dir(1)).size(), name == "small" ? 20u : 1u);
+    if (name == "small") {  // the seed matters: another one starts from other weights
+      const RunResult other = run_tstl(args + " --train.max_steps 1 --train.seed 99 --train.out_dir " + dir / "seed99");
+      ASSERT_EQ(other.exit_code, 0) << other.output;
+      EXPECT_NE(losses(dir / "seed99")[0], losses(run_dir(1))[0]);  // the first loss is before any update
+    }
     for (int threads : {2, 3}) {
       for (const char* key : {"loss", "grad_norm", "val_loss"})
         EXPECT_EQ(metric_field(run_dir(threads), key), metric_field(run_dir(1), key)) << name << ", " << key << ", " << threads << " threads";
