@@ -156,18 +156,18 @@ TEST(Trainer, ResumeAfterSigtermMatchesAnUninterruptedRunBitForBit) {
 TEST(Trainer, CtrlCBeforeTheFirstCheckpointSavesOneAndResumesExactly) {
   ScratchDir dir;
   const std::string straight = dir / "straight", run = dir / "interrupted";
-  ASSERT_EQ(run_tstl(small_args(straight) + " --train.max_steps 8").exit_code, 0);
-  const RunResult stopped = run_and_terminate(small_args(run) + " --train.max_steps 8", run, 1, SIGINT);
+  ASSERT_EQ(run_tstl(small_args(straight) + " --train.max_steps 4").exit_code, 0);
+  const RunResult stopped = run_and_terminate(small_args(run) + " --train.max_steps 4", run, 1, SIGINT);
   ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
   EXPECT_NE(stopped.output.find("stopped by signal 2"), std::string::npos) << stopped.output;
   const auto saved = CheckpointDir(run + "/checkpoints").list();
   ASSERT_EQ(saved.size(), 1u) << stopped.output;
-  EXPECT_LT(saved[0], 8) << "the stop came after the run had finished";
-  const RunResult resumed = run_tstl(small_args(run) + " --train.max_steps 8");
+  EXPECT_LT(saved[0], 4) << "the stop came after the run had finished";
+  const RunResult resumed = run_tstl(small_args(run) + " --train.max_steps 4");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
   EXPECT_EQ(losses(run), losses(straight));
-  expect_same_parameters(straight + "/checkpoints/step_00000008.h5", run + "/checkpoints/step_00000008.h5");
+  expect_same_parameters(straight + "/checkpoints/step_00000004.h5", run + "/checkpoints/step_00000004.h5");
 }
 
 // A stop request that arrives while the validation loss is being computed: the evaluation
@@ -175,12 +175,12 @@ TEST(Trainer, CtrlCBeforeTheFirstCheckpointSavesOneAndResumesExactly) {
 // same command resumes to exactly the losses and validation losses of an uninterrupted run. The
 // trainer announces each evaluation on stdout before starting it; SIGTERM is sent when that
 // announcement is the log's last line (the step's own line, printed after the evaluation, not
-// yet there). A 400-window evaluation after every step leaves time for it; when an evaluation
+// yet there). A 200-window evaluation after every step leaves time for it; when an evaluation
 // ends before the signal could be sent, the next step's is used.
 TEST(Trainer, SignalDuringEvaluationFinishesItSavesAndResumesExactly) {
   ScratchDir dir;
   const std::string args = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
-                           " --train.max_steps 12 --train.batch_size 1 --train.eval_every 1 --train.eval_batches 400"
+                           " --train.max_steps 6 --train.batch_size 1 --train.eval_every 1 --train.eval_batches 200"
                            " --train.save_every 1000 --train.threads 1 --train.cpu_peak_gflops 100";
   const std::string straight = dir / "straight", run = dir / "interrupted", log = dir / "interrupted.log";
   ASSERT_EQ(run_tstl(args + " --train.out_dir " + straight).exit_code, 0);
