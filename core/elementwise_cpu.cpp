@@ -3,6 +3,7 @@
 
 #include "core/elementwise.h"
 #include "core/kernels.h"
+#include "core/reduce.h"
 
 namespace tstl::kernels {
 
@@ -76,11 +77,13 @@ void sum_all_cpu(const Tensor& x, Tensor& out) {
   visit_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
-    double acc = 0;
-    // A fixed static partition and reduction order keep the result independent of timing.
-#pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) acc += px[i];
-    out.data<T>()[0] = static_cast<T>(acc);
+    // Fixed blocks summed in order, then the blocks in order: the same bits for any thread count.
+    const double total = reduce_in_blocks<double>(n, [px](int64_t begin, int64_t end) {
+      double acc = 0;
+      for (int64_t i = begin; i < end; ++i) acc += px[i];
+      return acc;
+    });
+    out.data<T>()[0] = static_cast<T>(total);
   });
 }
 

@@ -33,7 +33,8 @@ TSTL_DECLARE_KERNEL(void, sum_rows, const Tensor& x, Tensor& out)
 TSTL_DECLARE_KERNEL(void, scale, const Tensor& x, double s, Tensor& out)
 TSTL_DECLARE_KERNEL(void, gelu_forward, const Tensor& x, Tensor& y)
 TSTL_DECLARE_KERNEL(void, gelu_backward, const Tensor& x, const Tensor& dy, Tensor& dx)
-// out (scalar) = sum of x, accumulated in double.
+// out (scalar) = sum of x, accumulated in double; on the CPU in fixed blocks (core/reduce.h), so
+// the bits do not depend on the thread count.
 TSTL_DECLARE_KERNEL(void, sum_all, const Tensor& x, Tensor& out)
 // out = value of the one-element tensor s times `factor`, everywhere: backward of sum and mean.
 TSTL_DECLARE_KERNEL(void, broadcast_scalar, const Tensor& s, double factor, Tensor& out)

@@ -2,41 +2,30 @@
 #include "optim/clip.h"
 
 #include <cmath>
-#include <vector>
 
 #include "core/kernels.h"
+#include "core/reduce.h"
 
 namespace tstl {
 
 namespace kernels {
 
 GradStats grad_stats_cpu(const Tensor& g) {
-  constexpr int64_t kBlock = 4096;  // fixed partition: the result does not depend on threads
-  const int64_t n = g.numel(), blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks));   // (blocks)
-  std::vector<int64_t> bad(static_cast<size_t>(blocks));      // (blocks)
+  GradStats s;
   visit_float(g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pg = g.data<T>();  // (n)
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t b = 0; b < blocks; ++b) {
-      double acc = 0;
-      int64_t nonfinite = 0;
-      const int64_t end = std::min(n, (b + 1) * kBlock);
-      for (int64_t i = b * kBlock; i < end; ++i) {
+    // core/reduce.h: fixed blocks in a fixed order, so the norm does not depend on the threads.
+    s = reduce_in_blocks<GradStats>(g.numel(), [pg](int64_t begin, int64_t end) {
+      GradStats block;
+      for (int64_t i = begin; i < end; ++i) {
         const double x = static_cast<double>(pg[i]);
-        acc += x * x;
-        nonfinite += !std::isfinite(x);
+        block.sum_squares += x * x;
+        block.nonfinite += !std::isfinite(x);
       }
-      partial[b] = acc;
-      bad[b] = nonfinite;
-    }
+      return block;
+    });
   });
-  GradStats s;
-  for (int64_t b = 0; b < blocks; ++b) {
-    s.sum_squares += partial[b];
-    s.nonfinite += bad[b];
-  }
   return s;
 }
 

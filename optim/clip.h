@@ -1,7 +1,8 @@
 // Global-norm gradient clipping and the non-finite gradient check. The norm is the L2 norm over
 // the gradients of all parameters together, accumulated in double in a fixed order (fixed-size
-// blocks summed in order), so it does not depend on the thread count and a resumed run repeats it
-// bit for bit. Parameters without a .grad() contribute nothing.
+// blocks summed in order, core/reduce.h; the parameters in the given order), so it does not
+// depend on the thread count and a resumed run repeats it bit for bit. Parameters without a
+// .grad() contribute nothing.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,11 @@ namespace tstl {
 struct GradStats {
   double sum_squares = 0;  // over finite and non-finite elements alike
   int64_t nonfinite = 0;   // elements that are NaN or +-Inf
+  GradStats& operator+=(const GradStats& o) {
+    sum_squares += o.sum_squares;
+    nonfinite += o.nonfinite;
+    return *this;
+  }
 };
 
 namespace kernels {

@@ -271,7 +271,12 @@ void Trainer::save(bool partial) {
 }
 
 double Trainer::evaluate() {
-  return val_windows_.empty() ? NAN : validation_loss(*model_, val_windows_, train_.batch_size);
+  if (val_windows_.empty()) return NAN;
+  // Announced before it starts, so that a long evaluation does not look like a hang (and a test
+  // can send a signal while it runs).
+  std::printf("step %lld: validation loss over %zu windows\n", static_cast<long long>(state_.step), val_windows_.size());
+  std::fflush(stdout);
+  return validation_loss(*model_, val_windows_, train_.batch_size);
 }
 
 void Trainer::log_startup() {

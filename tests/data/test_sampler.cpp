@@ -1,5 +1,6 @@
 // The sampler's determinism contract: the Feistel permutation is a bijection, every epoch visits
-// each window once, and sample i is the same for any number of ranks, batch split or restart.
+// each window once, sample i is the same for any number of ranks, batch split or restart, and
+// golden sequences pin the order itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,6 +59,33 @@ TEST(FeistelPermutation, DependsOnSeedAndEpochAndLooksShuffled) {
   for (uint64_t x = 1; x < n; ++x) ascending += a[x] > a[x - 1];
   EXPECT_LT(fixed, 10);                           // a random permutation has ~1 fixed point
   EXPECT_NEAR(ascending, 500, 60);                // ~ (n-1)/2 ascents, sd ~ 9
+}
+
+// Golden sequences: the first windows a run reads for a fixed seed and size, as the sampler
+// computed them at commit 842439a. Any change of the permutation (round function, key, number of
+// rounds, cycle walking) or of the sample -> window mapping would silently reorder the data of
+// every resumed run; it must fail here instead (and then needs a new checkpoint version).
+TEST(TrainSampler, GoldenSequenceForAFixedSeedAndSize) {
+  auto first = [](uint64_t n, uint64_t seed, uint64_t epoch, size_t count) {
+    const FeistelPermutation p(n, seed, epoch);
+    std::vector<uint64_t> v;
+    for (uint64_t x = 0; x < count; ++x) v.push_back(p(x));
+    return v;
+  };
+  EXPECT_EQ(first(1000, 1234, 0, 16), (std::vector<uint64_t>{302, 546, 584, 388, 215, 51, 871, 3, 354, 115, 339, 545, 110, 568, 754, 741}));
+  EXPECT_EQ(first(1000, 1234, 1, 8), (std::vector<uint64_t>{357, 510, 636, 10, 958, 820, 356, 940}));
+  EXPECT_EQ(first(9967, 17, 0, 8), (std::vector<uint64_t>{257, 2320, 1056, 7204, 6590, 5603, 6087, 6965}));  // not a power of 4: cycle walking
+  // The sampler on top: sample i of a 3201-token split in windows of 33 (100 windows), seed 5;
+  // samples 100.. are epoch 1. Token t of the split is t, so a window is named by its first token / 32.
+  const TokenSplit split = make_split(3201);
+  const TrainSampler sampler(split, 33, 5);
+  ASSERT_EQ(sampler.windows_per_epoch(), 100u);
+  std::vector<uint64_t> windows;
+  for (uint64_t i : {0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103}) {
+    windows.push_back(sampler.window_index(i));
+    EXPECT_EQ(static_cast<uint64_t>(sampler.sample(i)[0]), windows.back() * 32) << "sample " << i;
+  }
+  EXPECT_EQ(windows, (std::vector<uint64_t>{14, 33, 5, 98, 71, 70, 58, 27, 13, 68, 65, 46}));
 }
 
 TEST(TrainSampler, WindowsAreSlicesAndEachEpochCoversAllOnce) {

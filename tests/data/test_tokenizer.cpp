@@ -9,6 +9,7 @@
 #include "data/text_input.h"
 #include "data/tokenizer.h"
 #include "common/cli_test_util.h"
+#include "common/shared_fixture.h"
 
 namespace tstl {
 namespace {
@@ -61,34 +62,38 @@ TEST(MakeTokenizer, RejectsUnknownSpecsAndBadModels) {
   }
 }
 
+// Two small SentencePiece models, trained once for the whole suite (common/shared_fixture.h).
 class SpmTokenizerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new test::ScratchDir;
-    test::write_file(*dir_ / "corpus/a.txt", test::sample_english());
-    SpmTrainOptions options;
-    options.inputs = {*dir_ / "corpus"};
-    options.vocab_size = 400;
-    options.normalization = "identity";
-    train_spm(options, *dir_ / "identity.model");
-    options.normalization = "nmt_nfkc";
-    options.model_type = "unigram";
-    train_spm(options, *dir_ / "nfkc.model");
+  static std::string train(const char* name, const char* normalization, const char* model_type) {
+    return test::shared_fixture(name, [&](const std::string& out) {
+      test::ScratchDir text;
+      test::write_file(text / "corpus/a.txt", test::sample_english());
+      SpmTrainOptions options;
+      options.inputs = {text / "corpus"};
+      options.vocab_size = 400;
+      options.normalization = normalization;
+      if (model_type) options.model_type = model_type;
+      train_spm(options, out);
+    });
   }
-  static void TearDownTestSuite() { delete dir_; }
-  static test::ScratchDir* dir_;
+  static void SetUpTestSuite() {
+    identity_ = train("spm-identity-400.model", "identity", nullptr);
+    nfkc_ = train("spm-nmt_nfkc-unigram-400.model", "nmt_nfkc", "unigram");
+  }
+  static std::string identity_, nfkc_;
 };
-test::ScratchDir* SpmTokenizerTest::dir_ = nullptr;
+std::string SpmTokenizerTest::identity_, SpmTokenizerTest::nfkc_;
 
 TEST_F(SpmTokenizerTest, IdentityAndSpecialIds) {
-  const std::string path = *dir_ / "identity.model";
+  const std::string path = identity_;
   const auto tok = make_tokenizer("spm:" + path);
   EXPECT_EQ(tok->vocab_size(), 400);
   EXPECT_EQ(tok->bos_id(), 1);
   EXPECT_EQ(tok->eos_id(), 2);
   EXPECT_EQ(tok->pad_id(), 3);
   EXPECT_EQ(tok->identity(), "spm:400:" + fnv64_hex(file_bytes(path)));
-  EXPECT_NE(tok->identity(), make_tokenizer("spm:" + (*dir_ / "nfkc.model"))->identity());
+  EXPECT_NE(tok->identity(), make_tokenizer("spm:" + nfkc_)->identity());
   EXPECT_THROW(tok->decode({400}), Error);
 }
 
@@ -96,7 +101,7 @@ TEST_F(SpmTokenizerTest, IdentityAndSpecialIds) {
 // normalisation, whitespace kept, byte fallback for characters never seen in training, so
 // decode(encode(x)) == x exactly for any valid UTF-8 text.
 TEST_F(SpmTokenizerTest, IdentityNormalisationRoundTripsExactly) {
-  const auto tok = make_tokenizer("spm:" + (*dir_ / "identity.model"));
+  const auto tok = make_tokenizer("spm:" + identity_);
   const std::string texts[] = {
       "The whale rose from the deep water.",
       "  two leading spaces,\ttabs,\n\nnewlines and   runs of spaces  ",
@@ -117,7 +122,7 @@ TEST_F(SpmTokenizerTest, IdentityNormalisationRoundTripsExactly) {
 // whitespace collapse to one space and leading/trailing whitespace is dropped, so
 // decode(encode(x)) == that normal form of x.
 TEST_F(SpmTokenizerTest, NfkcNormalisationRoundTripsUpToNormalForm) {
-  const auto tok = make_tokenizer("spm:" + (*dir_ / "nfkc.model"));
+  const auto tok = make_tokenizer("spm:" + nfkc_);
   EXPECT_EQ(tok->decode(tok->encode("The whale rose.")), "The whale rose.");
   EXPECT_EQ(tok->decode(tok->encode("  The   whale\trose.  ")), "The whale rose.");
   EXPECT_EQ(tok->decode(tok->encode("\xEF\xAC\x81ne")), "fine");                // U+FB01 ligature -> "fi"

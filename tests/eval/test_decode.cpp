@@ -165,5 +165,43 @@ TEST(SampleToken, GreedyTopKAndSeededDraws) {
   EXPECT_EQ(sample_token(logits.data(), 5, s, 5), sample_token(logits.data(), 5, s, 5));
 }
 
+// Draws at temperatures other than 1 (the command line's default is 0.8) over the whole
+// vocabulary (top_k 0): the frequency of each token over 20000 seeded draws matches
+// softmax(logits / T) within 5 binomial standard deviations (the draws are fixed by the seed, so
+// this cannot flake; a sampler that ignored T, or sharpened by T instead of dividing, misses by
+// tens of deviations). The same seed repeats a sequence and different seeds give different ones.
+TEST(SampleToken, FrequenciesFollowSoftmaxOverTemperature) {
+  const std::vector<float> logits = {1.0f, -0.5f, 2.0f, 0.25f, 1.5f, -2.0f};
+  const int64_t vocab = 6;
+  const int draws = 20000;
+  for (double temperature : {0.5, 0.8, 2.0}) {
+    SamplingOptions s;
+    s.temperature = temperature;
+    s.top_k = 0;
+    s.seed = 1234;
+    std::vector<double> p(vocab);
+    double total = 0;
+    for (int64_t i = 0; i < vocab; ++i) total += p[static_cast<size_t>(i)] = std::exp(logits[static_cast<size_t>(i)] / temperature);
+    std::vector<int> counts(vocab, 0);
+    for (uint64_t i = 0; i < static_cast<uint64_t>(draws); ++i) ++counts[static_cast<size_t>(sample_token(logits.data(), vocab, s, i))];
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double expected = p[static_cast<size_t>(i)] / total * draws;
+      const double sd = std::sqrt(expected * (1 - p[static_cast<size_t>(i)] / total));
+      EXPECT_NEAR(counts[static_cast<size_t>(i)], expected, 5 * sd + 1) << "T = " << temperature << ", token " << i;
+    }
+  }
+  auto sequence = [&](uint64_t seed) {
+    SamplingOptions s;
+    s.temperature = 0.8;
+    s.seed = seed;
+    std::vector<int32_t> v;
+    for (uint64_t i = 0; i < 64; ++i) v.push_back(sample_token(logits.data(), vocab, s, i));
+    return v;
+  };
+  EXPECT_EQ(sequence(1), sequence(1));
+  EXPECT_NE(sequence(1), sequence(2));
+  EXPECT_NE(sequence(2), sequence(3));
+}
+
 }  // namespace
 }  // namespace tstl

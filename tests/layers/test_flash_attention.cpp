@@ -3,12 +3,12 @@
 // variants use), against float64 finite differences, and on a long sequence (N = M = 4096)
 // against rows computed naively. Also the naive attention_scores / attention_probabilities.
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <chrono>
 #include <cmath>
 
 #include "common/gradcheck.h"
+#include "common/threads.h"
 #include "layers/flash_naive_reference.h"
 #include "layers/attention_reference.h"
 #include "layers/flash_attention.h"
@@ -192,20 +192,39 @@ TEST(FlashAttention, LongSequenceMatchesNaiveRows) {
   }
 }
 
-// Each OpenMP task owns its outputs and sums in a fixed order: any thread count, same bits.
+// Each OpenMP task owns its outputs and sums in a fixed order (row sums, D, and dK/dV over the
+// query tiles): any thread count gives the same bits. Both backward schedules (whole heads at
+// B H >= 8, key then query tiles below), f32 and f64, all above the threading threshold, at 1,
+// 2, 3 and 7 threads.
 TEST(FlashAttention, BitwiseDeterministicAcrossThreadCounts) {
-  const FlashCase c{"det", 2, 3, 45, 61, 8, kInvSqrt8, true, true, -1, {16, 16}};
-  auto run = [&](int threads) {
-    const int previous = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    Tensor q = leaf_f32({2, 3, 45, 8}, 41, 1.0), k = leaf_f32({2, 3, 61, 8}, 42, 1.0), v = leaf_f32({2, 3, 61, 8}, 43, 1.0);
-    Tensor o = flash_attention(q, k, v, options_for(c, DType::F32), c.tiles);
-    o.backward(random_input({2, 3, 45, 8}, 44, 1.0, false).to(DType::F32));
-    omp_set_num_threads(previous);
-    return std::vector<std::vector<float>>{o.to_vector<float>(), q.grad().to_vector<float>(),
-                                           k.grad().to_vector<float>(), v.grad().to_vector<float>()};
-  };
-  EXPECT_EQ(run(1), run(3));
+  for (const FlashCase& c : {FlashCase{"split_heads", 2, 3, 45, 61, 8, kInvSqrt8, true, true, -1, {16, 16}},
+                             FlashCase{"whole_heads", 2, 4, 45, 45, 8, kInvSqrt8, false, true, -1, {16, 8}}}) {
+    for (DType dtype : {DType::F32, DType::F64}) {
+      ASSERT_GE(c.batch * c.heads * c.n_queries * c.n_keys * c.head_dim, int64_t{1} << 16) << "threaded path";
+      auto run = [&] {
+        auto leaf = [&](const Shape& shape, uint64_t seed) {
+          Tensor t = random_input(shape, seed, 1.0, false).to(dtype);
+          t.set_requires_grad(true);
+          return t;
+        };
+        Tensor q = leaf({c.batch, c.heads, c.n_queries, c.head_dim}, 41);
+        Tensor k = leaf({c.batch, c.heads, c.n_keys, c.head_dim}, 42);
+        Tensor v = leaf({c.batch, c.heads, c.n_keys, c.head_dim}, 43);
+        Tensor o = flash_attention(q, k, v, options_for(c, dtype), c.tiles);
+        o.backward(random_input({c.batch, c.heads, c.n_queries, c.head_dim}, 44, 1.0, false).to(dtype));
+        return std::vector<std::string>{test::tensor_bytes(o), test::tensor_bytes(q.grad()),
+                                        test::tensor_bytes(k.grad()), test::tensor_bytes(v.grad())};
+      };
+      const char* names[] = {"O", "dQ", "dK", "dV"};
+      const auto reference = test::with_threads(1, run);
+      for (int threads : test::kThreadCounts) {
+        const auto got = test::with_threads(threads, run);
+        for (size_t i = 0; i < got.size(); ++i)
+          EXPECT_EQ(got[i], reference[i]) << c.name << " " << dtype_name(dtype) << ", " << threads << " threads, "
+                                          << names[i];
+      }
+    }
+  }
 }
 
 // The backward runs whole heads per task when B H >= 8 and (key tile, then query tile) tasks

@@ -1,9 +1,11 @@
-// KeyNorm: finite differences, unit rows, the clamped branch, and RoPE commuting with it.
+// KeyNorm: finite differences, unit rows, the clamped branch, RoPE commuting with it, and the
+// same bits at 1, 2, 3 and 7 threads.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "common/gradcheck.h"
+#include "common/threads.h"
 #include "layers/keynorm.h"
 #include "layers/rope.h"
 
@@ -59,6 +61,19 @@ TEST(KeyNorm, SameBeforeOrAfterRope) {
     const RopeTable table = rope_table(10, 6, 7, 13, o, DType::F64);
     EXPECT_LT(max_relative_difference(key_norm(rope(k, table)), rope(key_norm(k), table)), 1e-14);
   }
+}
+
+// Each row's norm and gradient dot product are summed by one thread in order.
+TEST(KeyNorm, SameBitsForAnyThreadCount) {
+  auto run = [] {
+    Tensor k = random_input({2, 4, 300, 32}, 61, 1.0, false).to(DType::F32);  // 76800 > the threshold
+    k.set_requires_grad(true);
+    Tensor kn = key_norm(k);
+    kn.backward(random_input({2, 4, 300, 32}, 62, 1.0, false).to(DType::F32));
+    return std::vector<std::string>{test::tensor_bytes(kn), test::tensor_bytes(k.grad())};
+  };
+  const auto reference = test::with_threads(1, run);
+  for (int threads : test::kThreadCounts) EXPECT_EQ(test::with_threads(threads, run), reference) << threads << " threads";
 }
 
 TEST(KeyNorm, RejectsBadArguments) {

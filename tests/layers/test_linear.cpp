@@ -1,7 +1,10 @@
-// linear and gelu_mlp: forward and every gradient against the same computation composed of the
-// generic ops (matmul, add, gelu) and their autograd, plus float64 finite differences, with and
-// without biases, and the single-node structure.
+// linear and gelu_mlp: forward and every gradient against naive loops in double that call no
+// tstl kernel (GELU from std::erf), against the same computation composed of the generic ops
+// (matmul, add, gelu) and their autograd, and against float64 finite differences, with and
+// without biases; and the single-node structure.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "common/gradcheck.h"
 #include "layers/linear.h"
@@ -50,6 +53,91 @@ void expect_same_as_composition(const std::function<Tensor(const std::vector<Ten
     EXPECT_EQ(a[i].shape(), b[i].shape()) << (i ? "gradient " : "output ") << i;
     EXPECT_LT(max_relative_difference(a[i], b[i]), 1e-12) << (i ? "gradient " : "output ") << i;
   }
+}
+
+// ---- An independent reference: plain loops in double, GELU from std::erf ----------------------
+// Nothing here calls a tstl kernel, so a wrong gemm layout, a wrong GELU or GELU derivative, or a
+// missing bias gradient in the ops cannot cancel out against the same mistake in the reference.
+using Matrix = std::vector<double>;  // row-major
+
+// y (R, O) = x (R, I) W^T + b, W (O, I), b (O) or empty.
+Matrix naive_affine(const Matrix& x, const Matrix& w, const Matrix& b, size_t rows, size_t in, size_t out) {
+  Matrix y(rows * out);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t o = 0; o < out; ++o) {
+      double acc = b.empty() ? 0.0 : b[o];
+      for (size_t i = 0; i < in; ++i) acc += x[r * in + i] * w[o * in + i];
+      y[r * out + o] = acc;
+    }
+  return y;
+}
+
+double naive_gelu(double h) { return 0.5 * h * (1.0 + std::erf(h / std::sqrt(2.0))); }
+double naive_gelu_derivative(double h) {  // Phi(h) + h phi(h)
+  return 0.5 * (1.0 + std::erf(h / std::sqrt(2.0))) + h * std::exp(-0.5 * h * h) / std::sqrt(2.0 * M_PI);
+}
+
+// The backward of naive_affine for dy (R, O): dx = dy W, dW = dy^T x, db = column sums of dy.
+struct AffineGrads {
+  Matrix dx, dw, db;
+};
+AffineGrads naive_affine_backward(const Matrix& dy, const Matrix& x, const Matrix& w, size_t rows, size_t in, size_t out) {
+  AffineGrads g{Matrix(rows * in, 0.0), Matrix(out * in, 0.0), Matrix(out, 0.0)};
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t o = 0; o < out; ++o) {
+      const double d = dy[r * out + o];
+      g.db[o] += d;
+      for (size_t i = 0; i < in; ++i) {
+        g.dx[r * in + i] += d * w[o * in + i];
+        g.dw[o * in + i] += d * x[r * in + i];
+      }
+    }
+  return g;
+}
+
+void expect_near_all(const Tensor& got, const Matrix& expected, const char* what) {
+  const std::vector<double> v = got.to_vector<double>();
+  ASSERT_EQ(v.size(), expected.size()) << what;
+  for (size_t i = 0; i < v.size(); ++i)
+    ASSERT_NEAR(v[i], expected[i], 1e-12 * (1 + std::fabs(expected[i]))) << what << "[" << i << "]";
+}
+
+TEST(Linear, ForwardAndGradientsMatchNaiveLoops) {
+  const size_t rows = 15, in = 7, out = 9;
+  Tensor x = random_input({3, 5, 7}, 101), w = random_input({9, 7}, 102), b = random_input({9}, 103);
+  const Tensor dy = random_input({3, 5, 9}, 104, 1.0, false);
+  const Tensor y = linear(x, w, b);
+  const Matrix vx = x.to_vector<double>(), vw = w.to_vector<double>(), vb = b.to_vector<double>();
+  expect_near_all(y, naive_affine(vx, vw, vb, rows, in, out), "y");
+  y.backward(dy);
+  const AffineGrads g = naive_affine_backward(dy.to_vector<double>(), vx, vw, rows, in, out);
+  expect_near_all(x.grad(), g.dx, "dx");
+  expect_near_all(w.grad(), g.dw, "dW");
+  expect_near_all(b.grad(), g.db, "db");
+}
+
+TEST(GeluMlp, ForwardAndGradientsMatchNaiveLoops) {
+  const size_t rows = 15, c = 7, f = 11, c_out = 5;
+  Tensor x = random_input({3, 5, 7}, 111), w_in = random_input({11, 7}, 112, 0.7), b_in = random_input({11}, 113),
+         w_out = random_input({5, 11}, 114, 0.7), b_out = random_input({5}, 115);
+  const Tensor dy = random_input({3, 5, 5}, 116, 1.0, false);
+  const Tensor y = gelu_mlp(x, w_in, b_in, w_out, b_out);
+  const Matrix vx = x.to_vector<double>(), vw1 = w_in.to_vector<double>(), vb1 = b_in.to_vector<double>(),
+               vw2 = w_out.to_vector<double>(), vb2 = b_out.to_vector<double>();
+  const Matrix h = naive_affine(vx, vw1, vb1, rows, c, f);
+  Matrix a(h.size());
+  for (size_t i = 0; i < h.size(); ++i) a[i] = naive_gelu(h[i]);
+  expect_near_all(y, naive_affine(a, vw2, vb2, rows, f, c_out), "y");
+  y.backward(dy);
+  const AffineGrads second = naive_affine_backward(dy.to_vector<double>(), a, vw2, rows, f, c_out);
+  Matrix dh(h.size());
+  for (size_t i = 0; i < h.size(); ++i) dh[i] = second.dx[i] * naive_gelu_derivative(h[i]);
+  const AffineGrads first = naive_affine_backward(dh, vx, vw1, rows, c, f);
+  expect_near_all(w_out.grad(), second.dw, "dW_out");
+  expect_near_all(b_out.grad(), second.db, "db_out");
+  expect_near_all(w_in.grad(), first.dw, "dW_in");
+  expect_near_all(b_in.grad(), first.db, "db_in");
+  expect_near_all(x.grad(), first.dx, "dx");
 }
 
 TEST(Linear, MatchesComposedOpsWithAndWithoutBias) {

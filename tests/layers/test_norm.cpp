@@ -1,10 +1,12 @@
 // LayerNorm and RMSNorm: forward against a naive double reference written here, every gradient
-// against float64 finite differences, the f32 path against the f64 one, and the op structure.
+// against float64 finite differences, the f32 path against the f64 one, the op structure, and
+// the same bits at 1, 2, 3 and 7 threads.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "common/gradcheck.h"
+#include "common/threads.h"
 #include "layers/norm.h"
 
 namespace tstl {
@@ -119,6 +121,32 @@ TEST(LayerNorm, RejectsMismatchedShapes) {
   EXPECT_THROW(layer_norm(x, random_input({7}, 26), random_input({5}, 27), 1e-5), Error);
   EXPECT_THROW(layer_norm(x, random_input({7}, 26).to(DType::F32), Tensor(), 1e-5), Error);
   EXPECT_THROW(rms_norm(x, random_input({7, 1}, 26), 1e-5), Error);
+}
+
+// Row statistics (one row per task) and the gain/bias gradients (column blocks, each summing
+// its rows in order) above the threading threshold: the same bytes for any thread count.
+TEST(LayerNorm, SameBitsForAnyThreadCount) {
+  for (const bool centered : {true, false}) {
+    for (DType dtype : {DType::F32, DType::F64}) {
+      auto run = [&] {
+        auto leaf = [&](const Shape& shape, uint64_t seed) {
+          Tensor t = random_input(shape, seed, 1.0, false).to(dtype);
+          t.set_requires_grad(true);
+          return t;
+        };
+        Tensor x = leaf({7, 101, 150}, 51), gain = leaf({150}, 52), bias = centered ? leaf({150}, 53) : Tensor();
+        Tensor y = centered ? layer_norm(x, gain, bias, 1e-5) : rms_norm(x, gain, 1e-5);
+        y.backward(random_input({7, 101, 150}, 54, 1.0, false).to(dtype));
+        std::vector<std::string> out{test::tensor_bytes(y), test::tensor_bytes(x.grad()), test::tensor_bytes(gain.grad())};
+        if (centered) out.push_back(test::tensor_bytes(bias.grad()));
+        return out;
+      };
+      const auto reference = test::with_threads(1, run);
+      for (int threads : test::kThreadCounts)
+        EXPECT_EQ(test::with_threads(threads, run), reference)
+            << (centered ? "layer_norm " : "rms_norm ") << dtype_name(dtype) << ", " << threads << " threads";
+    }
+  }
 }
 
 TEST(RmsNorm, ForwardMatchesNaiveReference) {

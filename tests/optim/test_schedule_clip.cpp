@@ -1,8 +1,13 @@
-// LR schedules at hand-checked steps, and global-norm clipping against a hand-computed norm.
+// LR schedules at hand-checked steps, and global-norm clipping against a hand-computed norm and
+// on random gradients against a long double reference at 1, 2, 3 and 7 threads.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
+#include <random>
+#include <string>
+
+#include "common/threads.h"
 
 #include "optim/clip.h"
 #include "optim/schedule.h"
@@ -62,13 +67,52 @@ TEST(Clip, GlobalNormMatchesHandComputedValue) {
   EXPECT_DOUBLE_EQ(grad_norm(params), 6.5);
 }
 
-TEST(Clip, LargeTensorNormIsExactAndThreadIndependent) {
-  // 3 * 5 * 7 * 401 elements of value 0.5 (f32): sum of squares n / 4 exactly.
-  const int64_t n = 3 * 5 * 7 * 401;
-  Tensor p = Tensor::zeros({3, 5, 7, 401});
-  p.set_requires_grad(true);
-  p.set_grad(Tensor::full({3, 5, 7, 401}, 0.5));
-  EXPECT_DOUBLE_EQ(grad_norm({{"p", p}}), std::sqrt(n / 4.0));
+// Random gradients of several tensors, two above the parallel threshold and not whole numbers of
+// blocks: the norm equals a long double reference, is the same double at 1, 2, 3 and 7 threads,
+// and clipping scales every element by max_norm / norm (the same bits at every count too).
+TEST(Clip, RandomGradientsNormAndClipSameForAnyThreadCount) {
+  const std::vector<Shape> shapes = {{3, 5, 7, 401}, {70001}, {129}, {300, 257}};
+  auto make_params = [&] {
+    NamedTensors params;
+    std::mt19937_64 rng(5);
+    std::normal_distribution<double> normal;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      std::vector<float> g(static_cast<size_t>(shape_numel(shapes[i])));
+      for (float& x : g) x = static_cast<float>(normal(rng) * std::exp2(static_cast<double>(i % 3) * 4 - 4));
+      Tensor p = Tensor::zeros(shapes[i]);
+      p.set_requires_grad(true);
+      p.set_grad(Tensor::from_vector(g, shapes[i]));
+      params.emplace_back("p" + std::to_string(i), p);
+    }
+    return params;
+  };
+  long double squares = 0;
+  for (const auto& [name, p] : make_params())
+    for (float x : p.grad().to_vector<float>()) squares += static_cast<long double>(x) * x;
+  const double expected = std::sqrt(static_cast<double>(squares));
+  const double max_norm = expected / 3;
+  std::vector<std::string> clipped_reference;
+  for (int threads : test::kThreadCounts) {
+    NamedTensors params = make_params();
+    const std::vector<Tensor> before = [&] {
+      std::vector<Tensor> out;
+      for (const auto& [name, p] : params) out.push_back(p.grad().clone());
+      return out;
+    }();
+    const double norm = test::with_threads(threads, [&] { return clip_grad_norm(params, max_norm); });
+    EXPECT_NEAR(norm, expected, 1e-12 * expected) << threads << " threads";
+    EXPECT_EQ(norm, test::with_threads(1, [&] { return grad_norm(make_params()); })) << threads << " threads";
+    std::vector<std::string> clipped;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::vector<float> g = params[i].second.grad().to_vector<float>(), g0 = before[i].to_vector<float>();
+      for (size_t j = 0; j < g.size(); j += 997)
+        ASSERT_EQ(g[j], static_cast<float>(g0[j] * (max_norm / norm))) << params[i].first << "[" << j << "]";
+      clipped.push_back(test::tensor_bytes(params[i].second.grad()));
+    }
+    if (clipped_reference.empty()) clipped_reference = clipped;
+    EXPECT_EQ(clipped, clipped_reference) << threads << " threads";
+    EXPECT_NEAR(test::with_threads(threads, [&] { return grad_norm(params); }), max_norm, 1e-6 * max_norm);
+  }
 }
 
 TEST(Clip, FirstNonfiniteGradientNamesTheParameter) {
