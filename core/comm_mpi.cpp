@@ -5,6 +5,9 @@
 
 #ifdef TSTL_WITH_MPI
 
+// The C API only: OpenMPI's and MPICH's headers otherwise pull in the removed C++ bindings.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
 #include <chrono>
