@@ -11,13 +11,16 @@
 #include <fstream>
 
 #include "core/autograd.h"
+#include "core/comm.h"
 #include "core/cuda_backend.h"
 #include "core/ops.h"
 #include "data/tokenizer.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "optim/zero1.h"
 #include "train/checkpoint.h"
+#include "train/grad_buckets.h"
 #include "train/info.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
@@ -44,23 +47,27 @@ void split_window_batch(const std::vector<int32_t>& rows, int64_t count, int64_t
 
 }  // namespace
 
+double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
+                            int64_t micro_batch, double weight) {
+  const int64_t window = sampler.window();
+  std::vector<int32_t> rows(static_cast<size_t>(micro_batch * window));
+  sampler.fill_batch(first_sample, micro_batch, rows.data());
+  Tensor inputs, targets;
+  split_window_batch(rows, micro_batch, window, inputs, targets);
+  Tensor loss = scale(model.loss(inputs, targets), weight);
+  loss.backward();
+  return loss.item();
+}
+
 double accumulate_gradients(const Decoder& model, const TrainSampler& sampler, int64_t step, int64_t micro_batch,
                             int64_t grad_accum, int64_t first_micro, int64_t last_micro) {
   if (last_micro < 0) last_micro = grad_accum - 1;
-  const int64_t window = sampler.window();
-  std::vector<int32_t> rows(static_cast<size_t>(micro_batch * window));
   double weighted = 0;
   for (int64_t micro = first_micro; micro <= last_micro; ++micro) {
     const uint64_t first = global_sample_index(static_cast<uint64_t>(step), micro, 0, 1, micro_batch, grad_accum);
-    sampler.fill_batch(first, micro_batch, rows.data());
-    Tensor inputs, targets;
-    split_window_batch(rows, micro_batch, window, inputs, targets);
     // Every micro-batch scores micro_batch * (window - 1) tokens, the step grad_accum times that:
     // the token weight of each micro-batch's mean loss is 1 / grad_accum.
-    const double weight = 1.0 / static_cast<double>(grad_accum);
-    Tensor loss = scale(model.loss(inputs, targets), weight);
-    loss.backward();
-    weighted += loss.item();
+    weighted += micro_batch_backward(model, sampler, first, micro_batch, 1.0 / static_cast<double>(grad_accum));
   }
   return weighted;
 }
@@ -90,6 +97,7 @@ constexpr const char* kPartialGrad = "partial_grad.";
 
 struct RunState {
   int64_t step = 0, micro_done = 0, tokens_seen = 0, skipped = 0;
+  uint64_t cursor = 0;  // global sample index where step `step` starts (the data cursor)
   double partial_loss = 0;  // weighted loss of the micro-batches done of an interrupted step
 };
 
@@ -128,6 +136,12 @@ class Trainer {
   void save(bool partial);
   void log_startup();
   double evaluate();
+  // Data parallel (docs/distributed.md): the rank-0 state everywhere, checked by checksum.
+  void synchronize_start();
+  double clip_gradients(double clip, bool& finite);  // returns the global norm before clipping
+  void apply_update(double lr);
+  NamedTensors optimizer_state();  // full, unsharded (a collective under ZeRO-1)
+  bool lead() const { return comm_->rank() == 0; }
 
   Config cfg_;
   std::string out_dir_;
@@ -137,7 +151,11 @@ class Trainer {
   std::unique_ptr<TrainSampler> sampler_;
   std::vector<std::vector<int32_t>> val_windows_;
   std::unique_ptr<Decoder> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;         // train.zero = 0
+  std::unique_ptr<Zero1AdamW> zero_;         // train.zero = 1
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<GradBucketPlan> bucket_plan_;
+  std::unique_ptr<GradBuckets> buckets_;     // world > 1 or ZeRO-1
   std::unique_ptr<CheckpointDir> checkpoints_;
   RunState state_;
   int64_t seq_len_ = 0, batch_ = 0, accum_ = 0, max_steps_ = 0;
@@ -217,12 +235,22 @@ bool Trainer::restore() {
     }
   }
   load_parameters(*model_, ck.parameters, latest->path);
-  optimizer_->load_state(moments, ck.optimizer_step);
+  if (zero_) {
+    zero_->load_state(moments, ck.optimizer_step);
+  } else {
+    optimizer_->load_state(moments, ck.optimizer_step);
+  }
   state_.step = ck.step;
   state_.tokens_seen = ck.tokens_seen;
   state_.skipped = ck.counters.count("skipped_steps") ? ck.counters.at("skipped_steps") : 0;
   state_.micro_done = ck.counters.count("micro_done") ? ck.counters.at("micro_done") : 0;
   state_.partial_loss = ck.counters.count("partial_loss_bits") ? bits_double(ck.counters.at("partial_loss_bits")) : 0;
+  // The cursor is global: the same sample sequence continues at any world size.
+  state_.cursor = ck.data_cursor - static_cast<uint64_t>(state_.micro_done * batch_);
+  TSTL_CHECK(state_.micro_done == 0 || (comm_->world() == 1 && !buckets_), "cannot resume from ", latest->path,
+             " with ", comm_->world(), " ranks", buckets_ ? " or ZeRO-1" : "", ": it was saved by one process in the",
+             " middle of step ", state_.step + 1, " (", state_.micro_done, " micro-batches done); resume it with one",
+             " process and train.zero = 0 to complete that step, then at any world size");
   for (auto& [name, g] : partial) model_->parameter(name).set_grad(g.to(model_->device()));
   last_saved_step_ = state_.step;
   std::printf("resumed from %s: step %lld%s, %lld tokens seen\n", latest->path.c_str(), static_cast<long long>(state_.step),
@@ -233,8 +261,13 @@ bool Trainer::restore() {
 
 void Trainer::save(bool partial) {
   CheckpointState ck;
+  ck.optimizer = optimizer_state();  // every rank: a collective under ZeRO-1
+  if (!lead()) {  // one writer; the others wait until the file is complete
+    comm_->barrier();
+    last_saved_step_ = state_.step;
+    return;
+  }
   ck.parameters = model_->named_parameters();
-  ck.optimizer = optimizer_->named_state();
   if (partial) {  // an interrupted accumulation: keep the gradients summed so far
     for (const auto& [name, p] : model_->named_parameters())
       if (p.grad().defined()) ck.optimizer.emplace_back(kPartialGrad + name, p.grad());
@@ -242,9 +275,9 @@ void Trainer::save(bool partial) {
     ck.counters["partial_loss_bits"] = double_bits(state_.partial_loss);
   }
   ck.step = state_.step;
-  ck.optimizer_step = optimizer_->step_count();
+  ck.optimizer_step = zero_ ? zero_->step_count() : optimizer_->step_count();
   ck.tokens_seen = state_.tokens_seen;
-  ck.data_cursor = global_sample_index(static_cast<uint64_t>(state_.step), state_.micro_done, 0, 1, batch_, accum_);
+  ck.data_cursor = state_.cursor + static_cast<uint64_t>(state_.micro_done * batch_);
   ck.rng_seed = seed_;
   ck.config = cfg_.dump();
   ck.tokenizer = tokenizer_->identity();
@@ -253,9 +286,84 @@ void Trainer::save(bool partial) {
   checkpoints_->prune(cfg_.get<int64_t>("train.keep_last"), cfg_.get<int64_t>("train.keep_every"));
   last_saved_step_ = state_.step;
   std::printf("checkpoint %s\n", path.c_str());
+  std::fflush(stdout);
+  comm_->barrier();
 }
 
-double Trainer::evaluate() { return val_windows_.empty() ? NAN : validation_loss(*model_, val_windows_, batch_); }
+double Trainer::evaluate() {
+  if (val_windows_.empty()) return NAN;
+  if (comm_->world() == 1) return validation_loss(*model_, val_windows_, batch_);
+  // Each rank scores its slice of the fixed windows; the mean is over all of them.
+  const int64_t n = static_cast<int64_t>(val_windows_.size());
+  const ShardRange mine = shard_range(n, comm_->world(), comm_->rank());
+  const std::vector<std::vector<int32_t>> part(val_windows_.begin() + mine.begin, val_windows_.begin() + mine.end);
+  const double total = part.empty() ? 0.0 : validation_loss(*model_, part, batch_) * static_cast<double>(part.size());
+  return comm_->sum(total) / static_cast<double>(n);
+}
+
+NamedTensors Trainer::optimizer_state() { return zero_ ? zero_->gather_state() : optimizer_->named_state(); }
+
+namespace {
+// FNV-1a over bytes: a checksum for comparing ranks' state, not a cryptographic hash.
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+}  // namespace
+
+void Trainer::synchronize_start() {
+  if (comm_->world() == 1) return;
+  // Rank 0's parameters and (unsharded) moments everywhere: every rank initialised or loaded the
+  // same values, and this makes it so even if a file changed between their reads.
+  for (auto& [name, p] : model_->named_parameters()) comm_->broadcast(const_cast<Tensor&>(p), 0);
+  if (optimizer_)
+    for (auto& [name, m] : optimizer_->named_state()) comm_->broadcast(const_cast<Tensor&>(m), 0);
+  uint64_t h = 14695981039346656037ull;
+  for (const auto& [name, p] : model_->named_parameters()) {
+    const Tensor host = p.to(Device::CPU);
+    h = fnv1a(h, host.raw(), host.nbytes());
+  }
+  const std::string config = cfg_.dump();
+  h = fnv1a(h, config.data(), config.size());
+  const int64_t counters[] = {state_.step, static_cast<int64_t>(state_.cursor), state_.tokens_seen};
+  h = fnv1a(h, counters, sizeof counters);
+  Tensor all = Tensor::zeros({comm_->world()}, DType::I64);
+  Tensor mine = Tensor::from_vector<int64_t>({static_cast<int64_t>(h)}, {1});
+  comm_->all_gather(mine, all);
+  std::string differ;
+  for (int r = 1; r < comm_->world(); ++r)
+    if (all.data<int64_t>()[r] != all.data<int64_t>()[0]) differ += " " + std::to_string(r);
+  TSTL_CHECK(differ.empty(), "the start state (parameters, config, step, data cursor) of rank(s)", differ,
+             " differs from rank 0's: launch every rank with the same command line and files");
+}
+
+double Trainer::clip_gradients(double clip, bool& finite) {
+  if (!zero_) {
+    const double norm = clip_grad_norm(model_->named_parameters(), clip);
+    finite = std::isfinite(norm);
+    return norm;
+  }
+  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
+  const GradStats mine = zero_->shard_grad_stats(buckets_->shard_grads());
+  const double norm = std::sqrt(comm_->sum(mine.sum_squares));
+  finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
+  if (clip > 0 && finite && norm > clip)
+    for (const Tensor& g : buckets_->shard_grads()) {
+      Tensor holder = Tensor::empty({0}, g.dtype(), g.device());
+      holder.set_grad(g);
+      scale_gradients({{"", holder}}, clip / norm);
+    }
+  return norm;
+}
+
+void Trainer::apply_update(double lr) {
+  if (zero_) {
+    zero_->step(lr, buckets_->shard_grads());
+  } else {
+    optimizer_->step(lr);
+  }
+}
 
 void Trainer::log_startup() {
   const ModelConfig& m = model_->config();
@@ -268,15 +376,22 @@ void Trainer::log_startup() {
   std::printf("memory: weights %.1f MiB, gradients %.1f MiB, AdamW %.1f MiB, activations ~%.1f MiB per micro-batch\n",
               cost.weight_bytes / 1048576.0, cost.gradient_bytes / 1048576.0, cost.optimizer_bytes / 1048576.0,
               cost.activation_bytes / 1048576.0);
-  std::printf("optimizer: AdamW; %s\n", optimizer_->decay_summary().str().c_str());
+  std::printf("optimizer: AdamW%s; %s\n", zero_ ? " with ZeRO-1 (moments sharded over the ranks)" : "",
+              (zero_ ? zero_->decay_summary() : optimizer_->decay_summary()).str().c_str());
+  std::printf("ranks: %s, %d in all; collectives: %s%s%s\n", comm_->env().str().c_str(), comm_->world(),
+              comm_->engine_name(model_->device()).c_str(), bucket_plan_ ? "; " : "",
+              bucket_plan_ ? bucket_plan_->summary().c_str() : "");
   std::printf("data: %s (%s): %lld train tokens, %llu windows of %lld per epoch; %zu validation windows\n",
               file_.path().c_str(), tokenizer_->identity().c_str(), static_cast<long long>(train_split_.n_tokens()),
               static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len_ + 1),
               val_windows_.size());
   if (model_->device() == Device::CUDA) std::printf("device: %s (f32)\n", cuda::device_name().c_str());
-  std::printf("steps: %lld x (%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads\n",
-              static_cast<long long>(max_steps_), static_cast<long long>(accum_), static_cast<long long>(batch_),
-              static_cast<long long>(seq_len_), static_cast<long long>(accum_ * batch_ * seq_len_), omp_get_max_threads());
+  const std::string ranks = comm_->world() > 1 ? str(comm_->world(), " ranks x ") : "";
+  std::printf("steps: %lld x (%s%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads%s\n",
+              static_cast<long long>(max_steps_), ranks.c_str(), static_cast<long long>(accum_),
+              static_cast<long long>(batch_), static_cast<long long>(seq_len_),
+              static_cast<long long>(comm_->world() * accum_ * batch_ * seq_len_), omp_get_max_threads(),
+              comm_->world() > 1 ? " per rank" : "");
   std::fflush(stdout);
 }
 
@@ -290,6 +405,12 @@ int Trainer::run() {
   TSTL_CHECK(batch_ >= 1, "train.batch_size must be >= 1, got ", batch_);
   TSTL_CHECK(accum_ >= 1, "train.grad_accum must be >= 1, got ", accum_);
   TSTL_CHECK(max_steps_ >= 1, "train.max_steps must be >= 1, got ", max_steps_);
+  const int64_t zero_stage = cfg_.get<int64_t>("train.zero");
+  TSTL_CHECK(zero_stage == 0 || zero_stage == 1, "train.zero must be 0 (plain data parallel) or 1 (ZeRO-1), got ",
+             zero_stage);
+  comm_ = std::make_unique<Communicator>(dist_env(), CommOptions{cfg_.get<double>("train.comm_timeout_s")});
+  // One log per job: ranks other than 0 keep stdout quiet (their errors still go to stderr).
+  if (!lead()) TSTL_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", comm_->rank(), ": cannot silence stdout");
   setup_threads();
   open_data();
   resolve_model_keys(cfg_, tokenizer_->vocab_size());
@@ -303,6 +424,7 @@ int Trainer::run() {
   if (device == Device::CUDA) {
     TSTL_CHECK(cuda_compiled(), "train.device = cuda, but this tstl was built without the CUDA backend");
     TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
+    if (comm_->world() > 1) cuda::select_device(comm_->env().local_rank);  // one GPU per rank, before any allocation
   }
   model_ = std::make_unique<Decoder>(model_config, DType::F32, device);
   AdamWOptions adam;
@@ -311,10 +433,19 @@ int Trainer::run() {
   adam.beta2 = cfg_.get<double>("optim.beta2");
   adam.eps = cfg_.get<double>("optim.eps");
   adam.weight_decay = cfg_.get<double>("optim.weight_decay");
-  optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), adam,
-                                       make_decay_predicate(cfg_.get<std::vector<std::string>>("optim.no_decay")));
+  const DecayPredicate decays = make_decay_predicate(cfg_.get<std::vector<std::string>>("optim.no_decay"));
+  if (comm_->world() > 1 || zero_stage == 1) {
+    bucket_plan_ = std::make_unique<GradBucketPlan>(model_->named_parameters(), cfg_.get<double>("train.bucket_mb"));
+    buckets_ = std::make_unique<GradBuckets>(model_->named_parameters(), *bucket_plan_, *comm_, zero_stage == 1);
+  }
+  if (zero_stage == 1) {
+    zero_ = std::make_unique<Zero1AdamW>(model_->named_parameters(), bucket_plan_->buckets(), adam, decays, *comm_);
+  } else {
+    optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), adam, decays);
+  }
   restore();
-  {
+  synchronize_start();
+  if (lead()) {
     std::ofstream out(fs::path(out_dir_) / "config.cfg");
     out << cfg_.dump();
     TSTL_CHECK(out.good(), "cannot write ", (fs::path(out_dir_) / "config.cfg").string());
@@ -335,13 +466,20 @@ int Trainer::run() {
   double peak_gflops = cfg_.get<double>("train.cpu_peak_gflops");
   if (model_->device() == Device::CUDA) {
     peak_gflops = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
-  } else if (peak_gflops <= 0) {
+  } else if (peak_gflops <= 0 && lead()) {
     peak_gflops = measure_cpu_peak_gflops();
   }
+  peak_gflops *= comm_->world();  // MFU of the job: every rank's peak
   const double flops_per_token = model_cost(model_->config(), batch_, seq_len_).flops_per_token;
-  const int64_t tokens_per_step = accum_ * batch_ * seq_len_;
+  const int world = comm_->world(), rank = comm_->rank();
+  const int64_t samples_per_step = world * accum_ * batch_;  // the global batch
+  const int64_t tokens_per_step = samples_per_step * seq_len_;
+  // Every micro-batch's mean loss weighs 1 / (grad_accum x world) of the step: the ranks' summed
+  // gradients are then the global batch's mean-loss gradient.
+  const double micro_weight = 1.0 / static_cast<double>(accum_ * world);
 
-  MetricsLog metrics((fs::path(out_dir_) / "metrics.jsonl").string(), state_.step);
+  std::unique_ptr<MetricsLog> metrics;  // rank 0 writes the job's one log
+  if (lead()) metrics = std::make_unique<MetricsLog>((fs::path(out_dir_) / "metrics.jsonl").string(), state_.step);
   Progress progress(state_.step, max_steps_);
   install_stop_handlers();
   clear_stop_request();
@@ -353,10 +491,13 @@ int Trainer::run() {
     // Micro-batches one at a time, so that a stop request mid-accumulation is honoured with the
     // gradients summed so far saved in the checkpoint.
     while (state_.micro_done < accum_) {
-      state_.partial_loss +=
-          accumulate_gradients(*model_, *sampler_, state_.step, batch_, accum_, state_.micro_done, state_.micro_done);
+      // The last micro-batch's backward launches the gradient buckets as they complete.
+      if (buckets_ && state_.micro_done == accum_ - 1) buckets_->begin();
+      const uint64_t first = state_.cursor + static_cast<uint64_t>((rank * accum_ + state_.micro_done) * batch_);
+      state_.partial_loss += micro_batch_backward(*model_, *sampler_, first, batch_, micro_weight);
       ++state_.micro_done;
-      if (stop_requested() && state_.micro_done < accum_) {
+      // With several ranks a stop waits for the step's end, where all ranks agree on it.
+      if (!buckets_ && stop_requested() && state_.micro_done < accum_) {
         save(/*partial=*/true);
         std::printf("stopped by signal %d during step %lld after %lld of %lld micro-batches; resume with the same command\n",
                     stop_signal(), static_cast<long long>(state_.step + 1), static_cast<long long>(state_.micro_done),
@@ -364,12 +505,14 @@ int Trainer::run() {
         return 0;
       }
     }
-    const double loss = state_.partial_loss;
-    const double norm = clip_grad_norm(params, clip);
+    if (buckets_) buckets_->finish();
+    const double loss = world > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
+    bool finite_grad = true;
+    const double norm = clip_gradients(clip, finite_grad);
     StepMetrics m;
     m.lr = learning_rate(state_.step, schedule);
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      const std::string bad = first_nonfinite_gradient(params);
+    if (!std::isfinite(loss) || !finite_grad) {  // the same values, so the same decision, on every rank
+      const std::string bad = zero_ ? "" : first_nonfinite_gradient(params);
       const std::string what = tstl::str("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ",
                                          state_.step + 1, " (loss ", loss, ", gradient norm ", norm, ")",
                                          bad.empty() ? "" : "; first parameter with a non-finite gradient: " + bad);
@@ -377,12 +520,13 @@ int Trainer::run() {
       ++state_.skipped;
       std::printf("skipping step: %s\n", what.c_str());
     } else {
-      optimizer_->step(m.lr);
+      apply_update(m.lr);
     }
-    optimizer_->zero_grad();
+    for (const auto& [name, p] : params) const_cast<Tensor&>(p).zero_grad();
     ++state_.step;
     state_.micro_done = 0;
     state_.partial_loss = 0;
+    state_.cursor += static_cast<uint64_t>(samples_per_step);
     state_.tokens_seen += tokens_per_step;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
@@ -400,16 +544,19 @@ int Trainer::run() {
       if (std::isfinite(val)) m.val_loss = val;
     }
     progress.update(state_.step);
-    if (state_.step % log_every == 0 || m.val_loss || last) {
-      metrics.write(m);
+    if (lead() && (state_.step % log_every == 0 || m.val_loss || last)) {
+      metrics->write(m);
       std::printf("%s | %s\n", format_step_line(m, max_steps_).c_str(), progress.str().c_str());
       std::fflush(stdout);
     }
-    const bool stop = stop_requested() || (stop_at > 0 && state_.step >= stop_at);
+    // A signal on any rank stops every rank after the same step.
+    const bool signalled = world > 1 ? comm_->any(stop_requested()) : stop_requested();
+    const bool stop = signalled || (stop_at > 0 && state_.step >= stop_at);
     if ((save_every > 0 && state_.step % save_every == 0) || last || stop) save(false);
     if (stop && !last) {
-      if (stop_requested()) {
-        std::printf("stopped by signal %d after step %lld; resume with the same command\n", stop_signal(),
+      if (signalled) {
+        const std::string by = stop_requested() ? str("signal ", stop_signal()) : std::string("a signal to another rank");
+        std::printf("stopped by %s after step %lld; resume with the same command\n", by.c_str(),
                     static_cast<long long>(state_.step));
       } else {
         std::printf("stopped at train.stop_at = %lld; resume with the same command\n", static_cast<long long>(stop_at));
@@ -418,6 +565,7 @@ int Trainer::run() {
     }
   }
   if (last_saved_step_ != state_.step) save(false);
+  comm_->barrier();  // no rank exits 0 before the last checkpoint is complete
   std::printf("done: %lld steps, %lld tokens; run directory %s\n", static_cast<long long>(state_.step),
               static_cast<long long>(state_.tokens_seen), out_dir_.c_str());
   return 0;
