@@ -21,7 +21,7 @@
 #include "optim/zero1.h"
 #include "train/checkpoint.h"
 #include "train/grad_buckets.h"
-#include "train/info.h"
+#include "train/model_cost.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
 #include "train/model_io.h"

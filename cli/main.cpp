@@ -9,7 +9,7 @@
 #include "core/comm.h"
 #include "core/dist.h"
 #include "core/error.h"
-#include "train/commands.h"
+#include "cli/commands.h"
 
 namespace {
 
