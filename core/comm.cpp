@@ -60,7 +60,7 @@ std::unique_ptr<CommEngine> make_local_engine() { return std::make_unique<LocalE
 
 Communicator::Communicator(const DistEnv& env, CommOptions options) : env_(env), options_(options) {
   TSTL_CHECK(options_.timeout_s > 0, "train.comm_timeout_s must be > 0, got ", options_.timeout_s);
-  if (env_.world == 1) {
+  if (env_.launcher == "none") {  // a plain process: no MPI at all
     host_ = make_local_engine();
   } else {
     TSTL_CHECK(mpi_compiled(), env_.str(), ": a world of ", env_.world,
@@ -72,13 +72,13 @@ Communicator::Communicator(const DistEnv& env, CommOptions options) : env_(env),
 Communicator::~Communicator() = default;
 
 CommEngine& Communicator::engine(Device device) {
-  if (device == Device::CPU || env_.world == 1) return *host_;
+  if (device == Device::CPU || env_.launcher == "none") return *host_;
   if (!device_) device_ = make_nccl_engine(env_, options_, *host_);
   return *device_;
 }
 
 std::string Communicator::engine_name(Device device) const {
-  if (env_.world == 1) return "local";
+  if (env_.launcher == "none") return "local";
   return device == Device::CPU ? "mpi" : "nccl";
 }
 

@@ -7,8 +7,9 @@
 //     a call's tensors share one device and one dtype.
 //   - The engine is chosen by the tensors' device: NCCL for CUDA tensors (one GPU per process,
 //     picked by the local rank before any other CUDA call; the NCCL unique id travels over MPI),
-//     MPI for CPU tensors. World 1 needs neither: the collectives are local copies, and no MPI
-//     call is ever made (a single process runs without a launcher).
+//     MPI for CPU tensors. A process started without a launcher (DistEnv launcher "none") needs
+//     neither: world 1, the collectives are local copies and no MPI call is ever made. Under a
+//     launcher the engines run even at world 1 (`mpirun -np 1` tests NCCL on one GPU).
 //   - all_reduce: every rank ends with the elementwise sum (or mean, ReduceOp::Avg) of all ranks'
 //     tensors. bf16 is reduced in f32 (MPI: converted, summed, rounded once; NCCL: natively).
 //   - reduce_scatter / all_gather use the shard layout below: n elements over W ranks in chunks of
@@ -72,8 +73,8 @@ class CommEngine {
 
 class Communicator {
  public:
-  // World 1: local engine. World > 1: initialises MPI (once per process, finalised at exit) and
-  // duplicates MPI_COMM_WORLD; the NCCL engine is created on the first CUDA tensor.
+  // No launcher: the local engine. Under one: initialises MPI (once per process, finalised at
+  // exit) and duplicates MPI_COMM_WORLD; the NCCL engine is created on the first CUDA tensor.
   explicit Communicator(const DistEnv& env = dist_env(), CommOptions options = {});
   ~Communicator();
   Communicator(const Communicator&) = delete;
