@@ -21,15 +21,7 @@ struct CachingAllocator {
     return (bytes + granule - 1) / granule * granule;
   }
 
-  int select_device(int local_rank) {
-  const int n = device_count();
-  TSTL_CHECK(n > 0, "local rank ", local_rank, ": no CUDA device is present");
-  const int device = local_rank % n;
-  CUDA_CHECK(cudaSetDevice(device));
-  return device;
-}
-
-void* allocate(size_t bytes) {
+  void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
     const size_t size = round(bytes);
     {

@@ -55,6 +55,10 @@ GradStats stats_of(const Tensor& g) {
 }
 }  // namespace
 
+GradStats tensor_grad_stats(const Tensor& g) { return stats_of(g); }
+
+void scale_in_place(Tensor& g, double factor) { TSTL_ON_DEVICE(g, scale_inplace, g, factor); }
+
 GradStats grad_stats(const NamedTensors& params) {
   GradStats total;
   for (const auto& [name, p] : params) {

@@ -63,13 +63,13 @@ Zero1AdamW::Zero1AdamW(NamedTensors params, std::vector<std::vector<size_t>> gro
 }
 
 GradStats Zero1AdamW::shard_grad_stats(const std::vector<Tensor>& shard_grads) const {
-  NamedTensors views;
-  for (size_t g = 0; g < shard_grads.size(); ++g) {
-    Tensor holder = Tensor::empty({0}, shard_grads[g].dtype(), shard_grads[g].device());
-    holder.set_grad(shard_grads[g]);
-    views.emplace_back("", holder);
+  GradStats total;
+  for (const Tensor& g : shard_grads) {
+    const GradStats s = tensor_grad_stats(g);
+    total.sum_squares += s.sum_squares;
+    total.nonfinite += s.nonfinite;
   }
-  return grad_stats(views);
+  return total;
 }
 
 void Zero1AdamW::step(double lr, const std::vector<Tensor>& shard_grads) {

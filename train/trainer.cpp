@@ -349,11 +349,7 @@ double Trainer::clip_gradients(double clip, bool& finite) {
   const double norm = std::sqrt(comm_->sum(mine.sum_squares));
   finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
   if (clip > 0 && finite && norm > clip)
-    for (const Tensor& g : buckets_->shard_grads()) {
-      Tensor holder = Tensor::empty({0}, g.dtype(), g.device());
-      holder.set_grad(g);
-      scale_gradients({{"", holder}}, clip / norm);
-    }
+    for (Tensor g : buckets_->shard_grads()) scale_in_place(g, clip / norm);  // g shares the shard's storage
   return norm;
 }
 
@@ -522,7 +518,7 @@ int Trainer::run() {
     } else {
       apply_update(m.lr);
     }
-    for (const auto& [name, p] : params) const_cast<Tensor&>(p).zero_grad();
+    for (const auto& [name, p] : params) Tensor(p).zero_grad();  // the same parameter, its gradient dropped
     ++state_.step;
     state_.micro_done = 0;
     state_.partial_loss = 0;
