@@ -21,10 +21,11 @@
 #include "optim/zero1.h"
 #include "train/checkpoint.h"
 #include "train/grad_buckets.h"
-#include "train/model_cost.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
+#include "train/model_cost.h"
 #include "train/model_io.h"
+#include "train/run_config.h"
 #include "train/signals.h"
 
 namespace tstl {
@@ -92,24 +93,20 @@ double validation_loss(const Decoder& model, const std::vector<std::vector<int32
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr const char* kPartialGrad = "partial_grad.";
+using Clock = std::chrono::steady_clock;
 
 struct RunState {
-  int64_t step = 0, micro_done = 0, tokens_seen = 0, skipped = 0;
-  uint64_t cursor = 0;  // global sample index where step `step` starts (the data cursor)
-  double partial_loss = 0;  // weighted loss of the micro-batches done of an interrupted step
+  int64_t step = 0, tokens_seen = 0, skipped = 0;
+  int64_t micro_done = 0;   // micro-batches of the current step already run
+  double partial_loss = 0;  // their weighted losses, summed
+  uint64_t cursor = 0;      // global sample index where step `step` starts (the data cursor)
 };
 
-int64_t double_bits(double v) {
-  int64_t b;
-  std::memcpy(&b, &v, sizeof b);
-  return b;
-}
-double bits_double(int64_t b) {
-  double v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
+// FNV-1a over bytes: a checksum for comparing ranks' state, not a cryptographic hash.
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
 }
 
 void print_config_changes(const Config& saved, const Config& now) {
@@ -117,100 +114,160 @@ void print_config_changes(const Config& saved, const Config& now) {
     std::printf("resume: %s changed: %s -> %s\n", d.key.c_str(), d.value.c_str(), d.other_value.c_str());
 }
 
-// Resolves the keys whose 0 means "derive it", so saved configs are explicit.
-void resolve_model_keys(Config& cfg, int64_t tokenizer_vocab) {
-  if (cfg.get<int64_t>("model.vocab_size") == 0) cfg.set("model.vocab_size", std::to_string(tokenizer_vocab), "the tokenizer");
-  if (cfg.get<int64_t>("model.ffn") == 0)
-    cfg.set("model.ffn", std::to_string(4 * cfg.get<int64_t>("model.hidden")), "model.ffn = 0 (4 x hidden)");
+// The keys whose 0 means "derive it" (model_config_from derives them) take the derived values,
+// so the saved config is explicit.
+void write_back_derived_model_keys(Config& cfg, const ModelConfig& m) {
+  if (cfg.get<int64_t>("model.vocab_size") == 0) cfg.set("model.vocab_size", std::to_string(m.vocab_size), "the tokenizer");
+  if (cfg.get<int64_t>("model.ffn") == 0) cfg.set("model.ffn", std::to_string(m.ffn), "model.ffn = 0 (4 x hidden)");
 }
 
 class Trainer {
  public:
-  explicit Trainer(Config cfg) : cfg_(std::move(cfg)) {}
+  explicit Trainer(Config cfg)
+      : cfg_(std::move(cfg)), data_(data_config_from(cfg_)), train_(train_config_from(cfg_)),
+        optim_(optim_config_from(cfg_)) {}
   int run();
 
  private:
+  // Setup, in order: ranks, threads, data, model and optimizer, the checkpoint to resume, the
+  // start state checked across ranks, the startup log.
+  void setup();
+  void setup_ranks();
   void setup_threads();
   void open_data();
+  ModelConfig resolve_model_config();  // also writes the derived model keys back into the config
+  void build_model(const ModelConfig& model_config);
+  void build_optimizer();  // AdamW, or ZeRO-1 and the gradient buckets (docs/distributed.md)
   bool restore();  // true when resuming
-  void save(bool partial);
+  void synchronize_start();  // rank 0's state everywhere, checked by checksum
+  void write_config() const;
   void log_startup();
-  double evaluate();
-  // Data parallel (docs/distributed.md): the rank-0 state everywhere, checked by checksum.
-  void synchronize_start();
-  double clip_gradients(double clip, bool& finite);  // returns the global norm before clipping
-  void apply_update(double lr);
+  void start_metrics();  // peak FLOP/s for MFU, the metrics log (rank 0), progress, signals
+  // The micro-batches of the current step not yet run; false when a stop request came between
+  // two of them (the partial step is then saved).
+  bool accumulate_step();
+  // Clipping and the AdamW update of the accumulated gradients (or the skip of a non-finite step).
+  StepMetrics apply_update();
+  double clip_gradients(bool& finite);  // returns the global norm before clipping
+  void optimizer_step(double lr);
   NamedTensors optimizer_state();  // full, unsharded (a collective under ZeRO-1)
+  bool stop_agreed() const;        // a signal on any rank stops every rank after the same step
+  // After a step: evaluation, the metrics line, the checkpoint; true when the run stops here.
+  bool after_step(StepMetrics& m);
+  bool finished() const {
+    return state_.step >= train_.max_steps || (train_.max_tokens > 0 && state_.tokens_seen >= train_.max_tokens);
+  }
+  void save(bool partial);
+  double evaluate();
   bool lead() const { return comm_->rank() == 0; }
+  int world() const { return comm_->world(); }
+  int64_t samples_per_step() const { return world() * train_.grad_accum * train_.batch_size; }  // the global batch
+  int64_t tokens_per_step() const { return world() * train_.tokens_per_step(); }
 
   Config cfg_;
-  std::string out_dir_;
+  DataConfig data_;
+  TrainConfig train_;
+  OptimConfig optim_;
   std::unique_ptr<Tokenizer> tokenizer_;
   TokenFile file_;
   TokenSplit train_split_, val_split_;
   std::unique_ptr<TrainSampler> sampler_;
   std::vector<std::vector<int32_t>> val_windows_;
   std::unique_ptr<Decoder> model_;
-  std::unique_ptr<AdamW> optimizer_;         // train.zero = 0
-  std::unique_ptr<Zero1AdamW> zero_;         // train.zero = 1
+  std::unique_ptr<AdamW> optimizer_;      // train.zero = 0
+  std::unique_ptr<Zero1AdamW> zero_;      // train.zero = 1
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<GradBucketPlan> bucket_plan_;
-  std::unique_ptr<GradBuckets> buckets_;     // world > 1 or ZeRO-1
+  std::unique_ptr<GradBuckets> buckets_;  // world > 1 or ZeRO-1
   std::unique_ptr<CheckpointDir> checkpoints_;
+  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<Progress> progress_;
   RunState state_;
-  int64_t seq_len_ = 0, batch_ = 0, accum_ = 0, max_steps_ = 0;
-  uint64_t seed_ = 0;
+  double peak_gflops_ = 0, flops_per_token_ = 0;
   int64_t last_saved_step_ = -1;
 };
 
+void Trainer::setup_ranks() {
+  comm_ = std::make_unique<Communicator>(dist_env(), CommOptions{train_.comm_timeout_s});
+  // One log per job: ranks other than 0 keep stdout quiet (their errors still go to stderr).
+  if (!lead()) TSTL_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", comm_->rank(), ": cannot silence stdout");
+}
+
 void Trainer::setup_threads() {
-  const int64_t threads = cfg_.get<int64_t>("train.threads");
-  if (threads > 0) {
-    omp_set_num_threads(static_cast<int>(threads));
-    openblas_set_num_threads(static_cast<int>(threads));
+  if (train_.threads > 0) {
+    omp_set_num_threads(static_cast<int>(train_.threads));
+    openblas_set_num_threads(static_cast<int>(train_.threads));
   }
 }
 
 void Trainer::open_data() {
-  const std::string path = cfg_.get<std::string>("data.path");
+  const std::string& path = data_.path;
   TSTL_CHECK(!path.empty(), "data.path is not set: make a token file with `tstl prepare` and pass --data.path FILE.h5");
   TSTL_CHECK(fs::exists(path), "data.path: token file '", path, "' does not exist (make it with `tstl prepare`)");
-  const std::string spec = cfg_.get<std::string>("data.tokenizer");
-  tokenizer_ = make_tokenizer(spec == "byte" || spec.rfind("spm:", 0) == 0 ? spec : "spm:" + spec);
+  tokenizer_ = make_tokenizer_for_config(data_.tokenizer);
   file_.open(path);
   check_tokenizer_matches(file_, *tokenizer_);
   train_split_ = file_.split("train");
   if (file_.has_split("val")) val_split_ = file_.split("val");
-  const int64_t window = seq_len_ + 1;
+  const int64_t window = train_.seq_len + 1;
   TSTL_CHECK(train_split_.n_tokens() >= window, path, ": the train split has ", train_split_.n_tokens(),
              " tokens, fewer than one window of train.seq_len + 1 = ", window);
   SamplerOptions options;
-  options.passkey_fraction = cfg_.get<double>("data.passkey_fraction");
+  options.passkey_fraction = data_.passkey_fraction;
   options.tokenizer = tokenizer_.get();
-  sampler_ = std::make_unique<TrainSampler>(train_split_, window, seed_, options);
-  const int64_t eval_count = cfg_.get<int64_t>("train.eval_batches") * batch_;
+  sampler_ = std::make_unique<TrainSampler>(train_split_, window, train_.seed, options);
+  const int64_t eval_count = train_.eval_batches * train_.batch_size;
   if (val_split_.n_tokens() >= window && eval_count > 0) val_windows_ = validation_windows(val_split_, window, eval_count);
 }
 
+ModelConfig Trainer::resolve_model_config() {
+  const ModelConfig model_config = model_config_from(cfg_, tokenizer_->vocab_size());
+  write_back_derived_model_keys(cfg_, model_config);
+  TSTL_CHECK(file_.vocab_size() == model_config.vocab_size, "the token file has vocabulary ", file_.vocab_size(),
+             " but model.vocab_size is ", model_config.vocab_size);
+  return model_config;
+}
+
+void Trainer::build_model(const ModelConfig& model_config) {
+  if (train_.device == Device::CUDA) {
+    TSTL_CHECK(cuda_compiled(), "train.device = cuda, but this tstl was built without the CUDA backend");
+    TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
+    if (world() > 1) cuda::select_device(comm_->env().local_rank);  // one GPU per rank, before any allocation
+  }
+  model_ = std::make_unique<Decoder>(model_config, DType::F32, train_.device);
+}
+
+void Trainer::build_optimizer() {
+  const DecayPredicate decays = make_decay_predicate(optim_.no_decay);
+  const bool sharded = train_.zero == 1;
+  if (world() > 1 || sharded) {
+    bucket_plan_ = std::make_unique<GradBucketPlan>(model_->named_parameters(), train_.bucket_mb);
+    buckets_ = std::make_unique<GradBuckets>(model_->named_parameters(), *bucket_plan_, *comm_, sharded);
+  }
+  if (sharded) {
+    zero_ = std::make_unique<Zero1AdamW>(model_->named_parameters(), bucket_plan_->buckets(), optim_.adamw, decays, *comm_);
+  } else {
+    optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), optim_.adamw, decays);
+  }
+}
+
 bool Trainer::restore() {
-  const std::string mode = cfg_.get<std::string>("train.resume");
   std::vector<std::string> warnings;
   const auto latest = checkpoints_->latest(&warnings);
-  if (mode == "never") {
+  if (train_.resume == ResumeMode::Never) {
     TSTL_CHECK(!latest, "train.resume = never, but ", checkpoints_->dir(), " already holds checkpoints (newest: step ",
                latest ? latest->step : 0, "); use --train.resume auto to continue that run or choose another train.out_dir");
   }
-  if (mode == "must") {
+  if (train_.resume == ResumeMode::Must) {
     TSTL_CHECK(latest, "train.resume = must, but ", checkpoints_->dir(), " holds no complete checkpoint to resume from");
   }
   if (!latest) {
-    model_->initialize(seed_);
-    const std::string init_from = cfg_.get<std::string>("train.init_from");
-    if (!init_from.empty()) {
-      TSTL_CHECK(fs::exists(init_from), "train.init_from: checkpoint '", init_from, "' does not exist");
-      CheckpointState init = load_checkpoint(init_from, /*with_optimizer=*/false);
-      load_parameters(*model_, init.parameters, init_from);
-      std::printf("init_from: weights of %s (step %lld)\n", init_from.c_str(), static_cast<long long>(init.step));
+    model_->initialize(train_.seed);
+    if (!train_.init_from.empty()) {
+      TSTL_CHECK(fs::exists(train_.init_from), "train.init_from: checkpoint '", train_.init_from, "' does not exist");
+      CheckpointState init = load_checkpoint(train_.init_from, /*with_optimizer=*/false);
+      load_parameters(*model_, init.parameters, train_.init_from);
+      std::printf("init_from: weights of %s (step %lld)\n", train_.init_from.c_str(), static_cast<long long>(init.step));
     }
     return false;
   }
@@ -226,32 +283,24 @@ bool Trainer::restore() {
   TSTL_CHECK(ck.tokenizer == tokenizer_->identity(), "cannot resume from ", latest->path, ": it was trained with tokenizer ",
              ck.tokenizer, ", the data uses ", tokenizer_->identity());
   print_config_changes(saved, cfg_);
-  NamedTensors moments, partial;
-  for (auto& [name, t] : ck.optimizer) {
-    if (name.rfind(kPartialGrad, 0) == 0) {
-      partial.emplace_back(name.substr(std::strlen(kPartialGrad)), t);
-    } else {
-      moments.emplace_back(name, t);
-    }
-  }
   load_parameters(*model_, ck.parameters, latest->path);
   if (zero_) {
-    zero_->load_state(moments, ck.optimizer_step);
+    zero_->load_state(ck.optimizer, ck.optimizer_step);
   } else {
-    optimizer_->load_state(moments, ck.optimizer_step);
+    optimizer_->load_state(ck.optimizer, ck.optimizer_step);
   }
   state_.step = ck.step;
   state_.tokens_seen = ck.tokens_seen;
   state_.skipped = ck.counters.count("skipped_steps") ? ck.counters.at("skipped_steps") : 0;
-  state_.micro_done = ck.counters.count("micro_done") ? ck.counters.at("micro_done") : 0;
-  state_.partial_loss = ck.counters.count("partial_loss_bits") ? bits_double(ck.counters.at("partial_loss_bits")) : 0;
+  state_.micro_done = ck.accumulation.micro_batches;
+  state_.partial_loss = ck.accumulation.loss_sum;
   // The cursor is global: the same sample sequence continues at any world size.
-  state_.cursor = ck.data_cursor - static_cast<uint64_t>(state_.micro_done * batch_);
-  TSTL_CHECK(state_.micro_done == 0 || (comm_->world() == 1 && !buckets_), "cannot resume from ", latest->path,
-             " with ", comm_->world(), " ranks", buckets_ ? " or ZeRO-1" : "", ": it was saved by one process in the",
-             " middle of step ", state_.step + 1, " (", state_.micro_done, " micro-batches done); resume it with one",
-             " process and train.zero = 0 to complete that step, then at any world size");
-  for (auto& [name, g] : partial) model_->parameter(name).set_grad(g.to(model_->device()));
+  state_.cursor = ck.data_cursor - static_cast<uint64_t>(state_.micro_done * train_.batch_size);
+  TSTL_CHECK(state_.micro_done == 0 || (world() == 1 && !buckets_), "cannot resume from ", latest->path, " with ",
+             world(), " ranks", buckets_ ? " or ZeRO-1" : "", ": it was saved by one process in the middle of step ",
+             state_.step + 1, " (", state_.micro_done, " micro-batches done); resume it with one process and",
+             " train.zero = 0 to complete that step, then at any world size");
+  for (auto& [name, g] : ck.accumulation.grads) model_->parameter(name).set_grad(g.to(model_->device()));
   last_saved_step_ = state_.step;
   std::printf("resumed from %s: step %lld%s, %lld tokens seen\n", latest->path.c_str(), static_cast<long long>(state_.step),
               state_.micro_done ? (" (+" + std::to_string(state_.micro_done) + " micro-batches)").c_str() : "",
@@ -270,20 +319,20 @@ void Trainer::save(bool partial) {
   ck.parameters = model_->named_parameters();
   if (partial) {  // an interrupted accumulation: keep the gradients summed so far
     for (const auto& [name, p] : model_->named_parameters())
-      if (p.grad().defined()) ck.optimizer.emplace_back(kPartialGrad + name, p.grad());
-    ck.counters["micro_done"] = state_.micro_done;
-    ck.counters["partial_loss_bits"] = double_bits(state_.partial_loss);
+      if (p.grad().defined()) ck.accumulation.grads.emplace_back(name, p.grad());
+    ck.accumulation.micro_batches = state_.micro_done;
+    ck.accumulation.loss_sum = state_.partial_loss;
   }
   ck.step = state_.step;
   ck.optimizer_step = zero_ ? zero_->step_count() : optimizer_->step_count();
   ck.tokens_seen = state_.tokens_seen;
-  ck.data_cursor = state_.cursor + static_cast<uint64_t>(state_.micro_done * batch_);
-  ck.rng_seed = seed_;
+  ck.data_cursor = state_.cursor + static_cast<uint64_t>(state_.micro_done * train_.batch_size);
+  ck.rng_seed = train_.seed;
   ck.config = cfg_.dump();
   ck.tokenizer = tokenizer_->identity();
   ck.counters["skipped_steps"] = state_.skipped;
   const std::string path = checkpoints_->save(ck);
-  checkpoints_->prune(cfg_.get<int64_t>("train.keep_last"), cfg_.get<int64_t>("train.keep_every"));
+  checkpoints_->prune(train_.keep_last, train_.keep_every);
   last_saved_step_ = state_.step;
   std::printf("checkpoint %s\n", path.c_str());
   std::fflush(stdout);
@@ -292,28 +341,20 @@ void Trainer::save(bool partial) {
 
 double Trainer::evaluate() {
   if (val_windows_.empty()) return NAN;
-  if (comm_->world() == 1) return validation_loss(*model_, val_windows_, batch_);
+  if (world() == 1) return validation_loss(*model_, val_windows_, train_.batch_size);
   // Each rank scores its slice of the fixed windows; the mean is over all of them.
   const int64_t n = static_cast<int64_t>(val_windows_.size());
-  const ShardRange mine = shard_range(n, comm_->world(), comm_->rank());
+  const ShardRange mine = shard_range(n, world(), comm_->rank());
   const std::vector<std::vector<int32_t>> part(val_windows_.begin() + mine.begin, val_windows_.begin() + mine.end);
-  const double total = part.empty() ? 0.0 : validation_loss(*model_, part, batch_) * static_cast<double>(part.size());
+  const double total =
+      part.empty() ? 0.0 : validation_loss(*model_, part, train_.batch_size) * static_cast<double>(part.size());
   return comm_->sum(total) / static_cast<double>(n);
 }
 
 NamedTensors Trainer::optimizer_state() { return zero_ ? zero_->gather_state() : optimizer_->named_state(); }
 
-namespace {
-// FNV-1a over bytes: a checksum for comparing ranks' state, not a cryptographic hash.
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-}  // namespace
-
 void Trainer::synchronize_start() {
-  if (comm_->world() == 1) return;
+  if (world() == 1) return;
   // Rank 0's parameters and (unsharded) moments everywhere: every rank initialised or loaded the
   // same values, and this makes it so even if a file changed between their reads.
   for (auto& [name, p] : model_->named_parameters()) comm_->broadcast(const_cast<Tensor&>(p), 0);
@@ -328,43 +369,21 @@ void Trainer::synchronize_start() {
   h = fnv1a(h, config.data(), config.size());
   const int64_t counters[] = {state_.step, static_cast<int64_t>(state_.cursor), state_.tokens_seen};
   h = fnv1a(h, counters, sizeof counters);
-  Tensor all = Tensor::zeros({comm_->world()}, DType::I64);
+  Tensor all = Tensor::zeros({world()}, DType::I64);
   Tensor mine = Tensor::from_vector<int64_t>({static_cast<int64_t>(h)}, {1});
   comm_->all_gather(mine, all);
   std::string differ;
-  for (int r = 1; r < comm_->world(); ++r)
+  for (int r = 1; r < world(); ++r)
     if (all.data<int64_t>()[r] != all.data<int64_t>()[0]) differ += " " + std::to_string(r);
   TSTL_CHECK(differ.empty(), "the start state (parameters, config, step, data cursor) of rank(s)", differ,
              " differs from rank 0's: launch every rank with the same command line and files");
 }
 
-double Trainer::clip_gradients(double clip, bool& finite) {
-  if (!zero_) {
-    const double norm = clip_grad_norm(model_->named_parameters(), clip);
-    finite = std::isfinite(norm);
-    return norm;
-  }
-  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
-  const GradStats mine = zero_->shard_grad_stats(buckets_->shard_grads());
-  const double norm = std::sqrt(comm_->sum(mine.sum_squares));
-  finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
-  if (clip > 0 && finite && norm > clip)
-    for (Tensor g : buckets_->shard_grads()) scale_in_place(g, clip / norm);  // g shares the shard's storage
-  return norm;
-}
-
-void Trainer::apply_update(double lr) {
-  if (zero_) {
-    zero_->step(lr, buckets_->shard_grads());
-  } else {
-    optimizer_->step(lr);
-  }
-}
-
 void Trainer::log_startup() {
   const ModelConfig& m = model_->config();
-  const ModelCost cost = model_cost(m, batch_, seq_len_);
-  std::printf("tstl train: %s\n", out_dir_.c_str());
+  const int64_t batch = train_.batch_size, seq_len = train_.seq_len, accum = train_.grad_accum;
+  const ModelCost cost = model_cost(m, batch, seq_len);
+  std::printf("tstl train: %s\n", train_.out_dir.c_str());
   std::printf("model: %s, %lld layers, hidden %lld, %lld heads, ffn %lld, vocab %lld: %lld parameters (%lld without embeddings)\n",
               variant_name(m.variant), static_cast<long long>(m.layers), static_cast<long long>(m.hidden),
               static_cast<long long>(m.heads), static_cast<long long>(m.ffn), static_cast<long long>(m.vocab_size),
@@ -374,196 +393,187 @@ void Trainer::log_startup() {
               cost.activation_bytes / 1048576.0);
   std::printf("optimizer: AdamW%s; %s\n", zero_ ? " with ZeRO-1 (moments sharded over the ranks)" : "",
               (zero_ ? zero_->decay_summary() : optimizer_->decay_summary()).str().c_str());
-  std::printf("ranks: %s, %d in all; collectives: %s%s%s\n", comm_->env().str().c_str(), comm_->world(),
+  std::printf("ranks: %s, %d in all; collectives: %s%s%s\n", comm_->env().str().c_str(), world(),
               comm_->engine_name(model_->device()).c_str(), bucket_plan_ ? "; " : "",
               bucket_plan_ ? bucket_plan_->summary().c_str() : "");
   std::printf("data: %s (%s): %lld train tokens, %llu windows of %lld per epoch; %zu validation windows\n",
               file_.path().c_str(), tokenizer_->identity().c_str(), static_cast<long long>(train_split_.n_tokens()),
-              static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len_ + 1),
+              static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len + 1),
               val_windows_.size());
   if (model_->device() == Device::CUDA) std::printf("device: %s (f32)\n", cuda::device_name().c_str());
-  const std::string ranks = comm_->world() > 1 ? str(comm_->world(), " ranks x ") : "";
+  const std::string ranks = world() > 1 ? str(world(), " ranks x ") : "";
   std::printf("steps: %lld x (%s%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads%s\n",
-              static_cast<long long>(max_steps_), ranks.c_str(), static_cast<long long>(accum_),
-              static_cast<long long>(batch_), static_cast<long long>(seq_len_),
-              static_cast<long long>(comm_->world() * accum_ * batch_ * seq_len_), omp_get_max_threads(),
-              comm_->world() > 1 ? " per rank" : "");
+              static_cast<long long>(train_.max_steps), ranks.c_str(), static_cast<long long>(accum),
+              static_cast<long long>(batch), static_cast<long long>(seq_len), static_cast<long long>(tokens_per_step()),
+              omp_get_max_threads(), world() > 1 ? " per rank" : "");
   std::fflush(stdout);
 }
 
-int Trainer::run() {
-  seq_len_ = cfg_.get<int64_t>("train.seq_len");
-  batch_ = cfg_.get<int64_t>("train.batch_size");
-  accum_ = cfg_.get<int64_t>("train.grad_accum");
-  max_steps_ = cfg_.get<int64_t>("train.max_steps");
-  seed_ = static_cast<uint64_t>(cfg_.get<int64_t>("train.seed"));
-  TSTL_CHECK(seq_len_ >= 1, "train.seq_len must be >= 1, got ", seq_len_);
-  TSTL_CHECK(batch_ >= 1, "train.batch_size must be >= 1, got ", batch_);
-  TSTL_CHECK(accum_ >= 1, "train.grad_accum must be >= 1, got ", accum_);
-  TSTL_CHECK(max_steps_ >= 1, "train.max_steps must be >= 1, got ", max_steps_);
-  const int64_t zero_stage = cfg_.get<int64_t>("train.zero");
-  TSTL_CHECK(zero_stage == 0 || zero_stage == 1, "train.zero must be 0 (plain data parallel) or 1 (ZeRO-1), got ",
-             zero_stage);
-  comm_ = std::make_unique<Communicator>(dist_env(), CommOptions{cfg_.get<double>("train.comm_timeout_s")});
-  // One log per job: ranks other than 0 keep stdout quiet (their errors still go to stderr).
-  if (!lead()) TSTL_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", comm_->rank(), ": cannot silence stdout");
-  setup_threads();
-  open_data();
-  resolve_model_keys(cfg_, tokenizer_->vocab_size());
-  const ModelConfig model_config = model_config_from(cfg_, tokenizer_->vocab_size());
-  TSTL_CHECK(file_.vocab_size() == model_config.vocab_size, "the token file has vocabulary ", file_.vocab_size(),
-             " but model.vocab_size is ", model_config.vocab_size);
-  out_dir_ = cfg_.get<std::string>("train.out_dir");
-  fs::create_directories(out_dir_);
-  checkpoints_ = std::make_unique<CheckpointDir>((fs::path(out_dir_) / "checkpoints").string());
-  const Device device = cfg_.get<std::string>("train.device") == "cuda" ? Device::CUDA : Device::CPU;
-  if (device == Device::CUDA) {
-    TSTL_CHECK(cuda_compiled(), "train.device = cuda, but this tstl was built without the CUDA backend");
-    TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
-    if (comm_->world() > 1) cuda::select_device(comm_->env().local_rank);  // one GPU per rank, before any allocation
-  }
-  model_ = std::make_unique<Decoder>(model_config, DType::F32, device);
-  AdamWOptions adam;
-  adam.lr = cfg_.get<double>("optim.lr");
-  adam.beta1 = cfg_.get<double>("optim.beta1");
-  adam.beta2 = cfg_.get<double>("optim.beta2");
-  adam.eps = cfg_.get<double>("optim.eps");
-  adam.weight_decay = cfg_.get<double>("optim.weight_decay");
-  const DecayPredicate decays = make_decay_predicate(cfg_.get<std::vector<std::string>>("optim.no_decay"));
-  if (comm_->world() > 1 || zero_stage == 1) {
-    bucket_plan_ = std::make_unique<GradBucketPlan>(model_->named_parameters(), cfg_.get<double>("train.bucket_mb"));
-    buckets_ = std::make_unique<GradBuckets>(model_->named_parameters(), *bucket_plan_, *comm_, zero_stage == 1);
-  }
-  if (zero_stage == 1) {
-    zero_ = std::make_unique<Zero1AdamW>(model_->named_parameters(), bucket_plan_->buckets(), adam, decays, *comm_);
-  } else {
-    optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), adam, decays);
-  }
-  restore();
-  synchronize_start();
-  if (lead()) {
-    std::ofstream out(fs::path(out_dir_) / "config.cfg");
-    out << cfg_.dump();
-    TSTL_CHECK(out.good(), "cannot write ", (fs::path(out_dir_) / "config.cfg").string());
-  }
-  log_startup();
+void Trainer::write_config() const {
+  if (!lead()) return;  // one writer per job
+  std::ofstream out(fs::path(train_.out_dir) / "config.cfg");
+  out << cfg_.dump();
+  TSTL_CHECK(out.good(), "cannot write ", (fs::path(train_.out_dir) / "config.cfg").string());
+}
 
-  ScheduleOptions schedule;
-  schedule.lr = adam.lr;
-  schedule.min_lr = cfg_.get<double>("optim.min_lr");
-  schedule.warmup_steps = cfg_.get<int64_t>("optim.warmup_steps");
-  schedule.max_steps = max_steps_;
-  schedule.decay = parse_decay_shape(cfg_.get<std::string>("optim.decay"));
-  const double clip = cfg_.get<double>("optim.clip");
-  const int64_t max_tokens = cfg_.get<int64_t>("train.max_tokens"), stop_at = cfg_.get<int64_t>("train.stop_at");
-  const int64_t log_every = std::max<int64_t>(1, cfg_.get<int64_t>("train.log_every"));
-  const int64_t eval_every = cfg_.get<int64_t>("train.eval_every"), save_every = cfg_.get<int64_t>("train.save_every");
-  const bool skip_nonfinite = cfg_.get<bool>("train.skip_nonfinite");
-  double peak_gflops = cfg_.get<double>("train.cpu_peak_gflops");
+void Trainer::start_metrics() {
   if (model_->device() == Device::CUDA) {
-    peak_gflops = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
-  } else if (peak_gflops <= 0 && lead()) {
-    peak_gflops = measure_cpu_peak_gflops();
+    peak_gflops_ = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
+  } else if (train_.cpu_peak_gflops > 0) {
+    peak_gflops_ = train_.cpu_peak_gflops;
+  } else if (lead()) {  // only rank 0 reports MFU
+    peak_gflops_ = measure_cpu_peak_gflops();
   }
-  peak_gflops *= comm_->world();  // MFU of the job: every rank's peak
-  const double flops_per_token = model_cost(model_->config(), batch_, seq_len_).flops_per_token;
-  const int world = comm_->world(), rank = comm_->rank();
-  const int64_t samples_per_step = world * accum_ * batch_;  // the global batch
-  const int64_t tokens_per_step = samples_per_step * seq_len_;
-  // Every micro-batch's mean loss weighs 1 / (grad_accum x world) of the step: the ranks' summed
-  // gradients are then the global batch's mean-loss gradient.
-  const double micro_weight = 1.0 / static_cast<double>(accum_ * world);
-
-  std::unique_ptr<MetricsLog> metrics;  // rank 0 writes the job's one log
-  if (lead()) metrics = std::make_unique<MetricsLog>((fs::path(out_dir_) / "metrics.jsonl").string(), state_.step);
-  Progress progress(state_.step, max_steps_);
+  peak_gflops_ *= world();  // MFU of the job: every rank's peak
+  flops_per_token_ = model_cost(model_->config(), train_.batch_size, train_.seq_len).flops_per_token;
+  if (lead()) metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);
+  progress_ = std::make_unique<Progress>(state_.step, train_.max_steps);
   install_stop_handlers();
   clear_stop_request();
+}
+
+void Trainer::setup() {
+  setup_ranks();
+  setup_threads();
+  open_data();
+  const ModelConfig model_config = resolve_model_config();
+  fs::create_directories(train_.out_dir);
+  checkpoints_ = std::make_unique<CheckpointDir>((fs::path(train_.out_dir) / "checkpoints").string());
+  build_model(model_config);
+  build_optimizer();
+  restore();
+  synchronize_start();
+  write_config();
+  log_startup();
+  start_metrics();
+}
+
+bool Trainer::accumulate_step() {
+  // Micro-batches one at a time, so that a stop request mid-accumulation is honoured with the
+  // gradients summed so far saved in the checkpoint.
+  const int64_t accum = train_.grad_accum;
+  const int64_t batch = train_.batch_size;
+  // Every micro-batch's mean loss weighs 1 / (grad_accum x world) of the step: the ranks' summed
+  // gradients are then the global batch's mean-loss gradient.
+  const double weight = 1.0 / static_cast<double>(accum * world());
+  while (state_.micro_done < accum) {
+    // The last micro-batch's backward launches the gradient buckets as they complete.
+    if (buckets_ && state_.micro_done == accum - 1) buckets_->begin();
+    const uint64_t first = state_.cursor + static_cast<uint64_t>((comm_->rank() * accum + state_.micro_done) * batch);
+    state_.partial_loss += micro_batch_backward(*model_, *sampler_, first, batch, weight);
+    ++state_.micro_done;
+    // With several ranks (or ZeRO-1) a stop waits for the step's end, where all ranks agree on it.
+    if (!buckets_ && stop_requested() && state_.micro_done < accum) {
+      save(/*partial=*/true);
+      std::printf("stopped by signal %d during step %lld after %lld of %lld micro-batches; resume with the same command\n",
+                  stop_signal(), static_cast<long long>(state_.step + 1), static_cast<long long>(state_.micro_done),
+                  static_cast<long long>(accum));
+      return false;
+    }
+  }
+  return true;
+}
+
+StepMetrics Trainer::apply_update() {
   const auto& params = model_->named_parameters();
-  using Clock = std::chrono::steady_clock;
+  if (buckets_) buckets_->finish();
+  const double loss = world() > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
+  bool finite_grad = true;
+  const double norm = clip_gradients(finite_grad);
+  StepMetrics m;
+  m.lr = learning_rate(state_.step, optim_.schedule);
+  if (!std::isfinite(loss) || !finite_grad) {  // the same values, so the same decision, on every rank
+    const std::string bad = zero_ ? "" : first_nonfinite_gradient(params);
+    const std::string what = tstl::str("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ",
+                                       state_.step + 1, " (loss ", loss, ", gradient norm ", norm, ")",
+                                       bad.empty() ? "" : "; first parameter with a non-finite gradient: " + bad);
+    TSTL_CHECK(train_.skip_nonfinite, what, "; the last checkpoint is kept (--train.skip_nonfinite true skips such steps)");
+    ++state_.skipped;
+    std::printf("skipping step: %s\n", what.c_str());
+  } else {
+    optimizer_step(m.lr);
+  }
+  for (const auto& [name, p] : params) Tensor(p).zero_grad();  // the same parameter, its gradient dropped
+  ++state_.step;
+  state_.micro_done = 0;
+  state_.partial_loss = 0;
+  state_.cursor += static_cast<uint64_t>(samples_per_step());
+  state_.tokens_seen += tokens_per_step();
+  m.step = state_.step;
+  m.tokens = state_.tokens_seen;
+  m.loss = loss;
+  m.grad_norm = norm;
+  m.skipped_steps = state_.skipped;
+  return m;
+}
 
-  while (state_.step < max_steps_ && !(max_tokens > 0 && state_.tokens_seen >= max_tokens)) {
+double Trainer::clip_gradients(bool& finite) {
+  if (!zero_) {
+    const double norm = clip_grad_norm(model_->named_parameters(), optim_.clip);
+    finite = std::isfinite(norm);
+    return norm;
+  }
+  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
+  const GradStats mine = zero_->shard_grad_stats(buckets_->shard_grads());
+  const double norm = std::sqrt(comm_->sum(mine.sum_squares));
+  finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
+  if (optim_.clip > 0 && finite && norm > optim_.clip)
+    for (Tensor g : buckets_->shard_grads()) scale_in_place(g, optim_.clip / norm);  // g shares the shard's storage
+  return norm;
+}
+
+void Trainer::optimizer_step(double lr) {
+  if (zero_) {
+    zero_->step(lr, buckets_->shard_grads());
+  } else {
+    optimizer_->step(lr);
+  }
+}
+
+bool Trainer::stop_agreed() const { return world() > 1 ? comm_->any(stop_requested()) : stop_requested(); }
+
+bool Trainer::after_step(StepMetrics& m) {
+  const bool last = finished();
+  if ((train_.eval_every > 0 && state_.step % train_.eval_every == 0) || last) {
+    const double val = evaluate();
+    if (std::isfinite(val)) m.val_loss = val;
+  }
+  progress_->update(state_.step);
+  if (lead() && (state_.step % train_.log_every == 0 || m.val_loss || last)) {
+    metrics_->write(m);
+    std::printf("%s | %s\n", format_step_line(m, train_.max_steps).c_str(), progress_->str().c_str());
+    std::fflush(stdout);
+  }
+  const bool signalled = stop_agreed();
+  const bool stop = signalled || (train_.stop_at > 0 && state_.step >= train_.stop_at);
+  if ((train_.save_every > 0 && state_.step % train_.save_every == 0) || last || stop) save(false);
+  if (!stop || last) return false;
+  if (signalled) {
+    const std::string by = stop_requested() ? str("signal ", stop_signal()) : std::string("a signal to another rank");
+    std::printf("stopped by %s after step %lld; resume with the same command\n", by.c_str(),
+                static_cast<long long>(state_.step));
+  } else {
+    std::printf("stopped at train.stop_at = %lld; resume with the same command\n", static_cast<long long>(train_.stop_at));
+  }
+  return true;
+}
+
+int Trainer::run() {
+  setup();
+  while (!finished()) {
     const auto t0 = Clock::now();
-    // Micro-batches one at a time, so that a stop request mid-accumulation is honoured with the
-    // gradients summed so far saved in the checkpoint.
-    while (state_.micro_done < accum_) {
-      // The last micro-batch's backward launches the gradient buckets as they complete.
-      if (buckets_ && state_.micro_done == accum_ - 1) buckets_->begin();
-      const uint64_t first = state_.cursor + static_cast<uint64_t>((rank * accum_ + state_.micro_done) * batch_);
-      state_.partial_loss += micro_batch_backward(*model_, *sampler_, first, batch_, micro_weight);
-      ++state_.micro_done;
-      // With several ranks a stop waits for the step's end, where all ranks agree on it.
-      if (!buckets_ && stop_requested() && state_.micro_done < accum_) {
-        save(/*partial=*/true);
-        std::printf("stopped by signal %d during step %lld after %lld of %lld micro-batches; resume with the same command\n",
-                    stop_signal(), static_cast<long long>(state_.step + 1), static_cast<long long>(state_.micro_done),
-                    static_cast<long long>(accum_));
-        return 0;
-      }
-    }
-    if (buckets_) buckets_->finish();
-    const double loss = world > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
-    bool finite_grad = true;
-    const double norm = clip_gradients(clip, finite_grad);
-    StepMetrics m;
-    m.lr = learning_rate(state_.step, schedule);
-    if (!std::isfinite(loss) || !finite_grad) {  // the same values, so the same decision, on every rank
-      const std::string bad = zero_ ? "" : first_nonfinite_gradient(params);
-      const std::string what = tstl::str("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ",
-                                         state_.step + 1, " (loss ", loss, ", gradient norm ", norm, ")",
-                                         bad.empty() ? "" : "; first parameter with a non-finite gradient: " + bad);
-      TSTL_CHECK(skip_nonfinite, what, "; the last checkpoint is kept (--train.skip_nonfinite true skips such steps)");
-      ++state_.skipped;
-      std::printf("skipping step: %s\n", what.c_str());
-    } else {
-      apply_update(m.lr);
-    }
-    for (const auto& [name, p] : params) Tensor(p).zero_grad();  // the same parameter, its gradient dropped
-    ++state_.step;
-    state_.micro_done = 0;
-    state_.partial_loss = 0;
-    state_.cursor += static_cast<uint64_t>(samples_per_step);
-    state_.tokens_seen += tokens_per_step;
+    if (!accumulate_step()) return 0;
+    StepMetrics m = apply_update();
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-
-    m.step = state_.step;
-    m.tokens = state_.tokens_seen;
-    m.loss = loss;
-    m.grad_norm = norm;
     m.ms = seconds * 1e3;
-    m.tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
-    m.mfu = peak_gflops > 0 ? flops_per_token * m.tokens_per_s / (peak_gflops * 1e9) : 0.0;
-    m.skipped_steps = state_.skipped;
-    const bool last = state_.step == max_steps_ || (max_tokens > 0 && state_.tokens_seen >= max_tokens);
-    if ((eval_every > 0 && state_.step % eval_every == 0) || last) {
-      const double val = evaluate();
-      if (std::isfinite(val)) m.val_loss = val;
-    }
-    progress.update(state_.step);
-    if (lead() && (state_.step % log_every == 0 || m.val_loss || last)) {
-      metrics->write(m);
-      std::printf("%s | %s\n", format_step_line(m, max_steps_).c_str(), progress.str().c_str());
-      std::fflush(stdout);
-    }
-    // A signal on any rank stops every rank after the same step.
-    const bool signalled = world > 1 ? comm_->any(stop_requested()) : stop_requested();
-    const bool stop = signalled || (stop_at > 0 && state_.step >= stop_at);
-    if ((save_every > 0 && state_.step % save_every == 0) || last || stop) save(false);
-    if (stop && !last) {
-      if (signalled) {
-        const std::string by = stop_requested() ? str("signal ", stop_signal()) : std::string("a signal to another rank");
-        std::printf("stopped by %s after step %lld; resume with the same command\n", by.c_str(),
-                    static_cast<long long>(state_.step));
-      } else {
-        std::printf("stopped at train.stop_at = %lld; resume with the same command\n", static_cast<long long>(stop_at));
-      }
-      return 0;
-    }
+    m.tokens_per_s = static_cast<double>(tokens_per_step()) / seconds;
+    m.mfu = peak_gflops_ > 0 ? flops_per_token_ * m.tokens_per_s / (peak_gflops_ * 1e9) : 0.0;
+    if (after_step(m)) return 0;
   }
   if (last_saved_step_ != state_.step) save(false);
   comm_->barrier();  // no rank exits 0 before the last checkpoint is complete
   std::printf("done: %lld steps, %lld tokens; run directory %s\n", static_cast<long long>(state_.step),
-              static_cast<long long>(state_.tokens_seen), out_dir_.c_str());
+              static_cast<long long>(state_.tokens_seen), train_.out_dir.c_str());
   return 0;
 }
 
