@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/comm.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "cli/commands.h"
 
@@ -46,6 +48,13 @@ int main(int argc, char** argv) {
     try {
       return c.run(tstl::Args(argv + 2, argv + argc));
     } catch (const std::exception& e) {
+      const tstl::DistEnv& env = tstl::dist_env();
+      if (env.distributed()) {
+        // The other ranks may be waiting in a collective for this one: end the whole job now.
+        std::fprintf(stderr, "tstl %s: error on rank %d: %s\n", c.name, env.rank, e.what());
+        std::fflush(stderr);
+        tstl::abort_job(1);
+      }
       std::fprintf(stderr, "tstl %s: error: %s\n", c.name, e.what());
       return 1;
     }

@@ -9,9 +9,11 @@ namespace tstl {
 
 namespace {
 thread_local bool g_grad_mode = true;
+thread_local LeafReadyHook g_leaf_ready;
 }
 
 bool grad_mode_enabled() { return g_grad_mode; }
+void set_leaf_ready_hook(LeafReadyHook hook) { g_leaf_ready = std::move(hook); }
 NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
 
@@ -80,12 +82,36 @@ void Tensor::backward(const Tensor& seed) const {
       stack.pop_back();
     }
   }
+  // With a leaf-ready hook: the position (in the walk) of the last node that feeds each leaf.
+  std::unordered_map<const TensorImpl*, size_t> last_use;
+  std::vector<std::vector<const TensorImpl*>> final_after;
+  if (g_leaf_ready) {
+    size_t pos = 0;
+    for (auto it = order.rbegin(); it != order.rend(); ++it, ++pos)
+      for (const Edge& e : (*it)->edges)
+        if (e.leaf) last_use[e.leaf.get()] = pos;
+    final_after.resize(order.size());
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      for (const Edge& e : (*it)->edges)
+        if (e.leaf && last_use.count(e.leaf.get())) {
+          final_after[last_use[e.leaf.get()]].push_back(e.leaf.get());
+          last_use.erase(e.leaf.get());
+        }
+  }
+  auto leaves_final = [&](size_t pos) {
+    if (g_leaf_ready)
+      for (const TensorImpl* leaf : final_after[pos]) g_leaf_ready(leaf);
+  };
   std::unordered_map<Node*, Tensor> pending;
   pending[grad_fn().get()] = seed;
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+  size_t pos = 0;
+  for (auto it = order.rbegin(); it != order.rend(); ++it, ++pos) {
     Node* node = *it;
     auto found = pending.find(node);
-    if (found == pending.end()) continue;
+    if (found == pending.end()) {
+      leaves_final(pos);
+      continue;
+    }
     const Tensor g = std::move(found->second);
     pending.erase(found);
     std::vector<Tensor> input_grads = node->backward(g);
@@ -104,6 +130,7 @@ void Tensor::backward(const Tensor& seed) const {
         e.leaf->grad = accumulate(leaf.grad(), gi).impl_ptr();
       }
     }
+    leaves_final(pos);
   }
 }
 

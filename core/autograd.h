@@ -43,6 +43,14 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Called by backward() with each leaf whose gradient is final for that pass: every node of the
+// graph that feeds the leaf has run (or was not reached), so nothing more will be added to its
+// .grad() in this pass. Leaves become final in the order of the backward walk, which is the same
+// on every rank for the same graph; gradient buckets launch their all-reduce from this hook.
+// The hook is per thread; an empty function removes it.
+using LeafReadyHook = std::function<void(const TensorImpl* leaf)>;
+void set_leaf_ready_hook(LeafReadyHook hook);
+
 // True when grad mode is on and any of the inputs requires grad: the op must record a node.
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 // Marks `output` as produced by `name` from `inputs`; `backward` is called with dL/d(output).

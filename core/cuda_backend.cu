@@ -84,6 +84,14 @@ int device_count() {
   return count;
 }
 
+int select_device(int local_rank) {
+  const int n = device_count();
+  TSTL_CHECK(n > 0, "local rank ", local_rank, ": no CUDA device is present");
+  const int device = local_rank % n;
+  CUDA_CHECK(cudaSetDevice(device));
+  return device;
+}
+
 void* allocate(size_t bytes) {
   TSTL_CHECK(device_count() > 0, "a CUDA tensor was requested but no CUDA device is present");
   return allocator().allocate(bytes);
@@ -104,8 +112,10 @@ void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 std::string device_name() {
   if (device_count() == 0) return "";
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
   cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   return prop.name;
 }
 

@@ -10,6 +10,9 @@ namespace tstl::cuda {
 
 bool compiled();
 int device_count();  // 0 when not compiled or no device is present
+// Makes device local_rank % device_count() this process's device (one GPU per rank); call it
+// before any other CUDA call. Returns the device index.
+int select_device(int local_rank);
 // Memory from the caching allocator: freed blocks are kept per size and reused, so steady-state
 // training makes no cudaMalloc/cudaFree calls.
 void* allocate(size_t bytes);
@@ -21,7 +24,7 @@ void memset_zero(void* ptr, size_t bytes);
 void synchronize();
 // "cuBLAS 13.0.0, cuDNN 9.x, NCCL 2.28.x" for the libraries compiled in ("" without CUDA).
 std::string library_versions();
-// The name of CUDA device 0 (e.g. "NVIDIA H100 80GB HBM3"); "" without one.
+// The name of the current CUDA device (e.g. "NVIDIA H100 80GB HBM3"); "" without one.
 std::string device_name();
 
 }  // namespace tstl::cuda

@@ -13,6 +13,7 @@ namespace {
 
 bool compiled() { return false; }
 int device_count() { return 0; }
+int select_device(int) { unavailable(); }
 void* allocate(size_t) { unavailable(); }
 void release(void*, size_t) {}
 size_t cached_bytes() { return 0; }

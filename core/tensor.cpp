@@ -251,6 +251,17 @@ Tensor Tensor::to(DType target) const {
 
 Tensor Tensor::clone() const { return to(device()); }
 
+Tensor Tensor::flat_slice(int64_t begin, int64_t length) const {
+  TSTL_CHECK(begin >= 0 && length >= 0 && begin + length <= numel(), "flat_slice [", begin, ", ", begin + length,
+             ") outside a tensor of ", numel(), " elements");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = this->impl().storage;
+  impl->offset = this->impl().offset + static_cast<size_t>(begin) * dtype_size(dtype());
+  impl->shape = {length};
+  impl->dtype = dtype();
+  return Tensor(std::move(impl));
+}
+
 Tensor Tensor::detach() const {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = this->impl().storage;

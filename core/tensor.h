@@ -80,6 +80,9 @@ class Tensor {
   Tensor to(DType dtype) const;
   Tensor clone() const;
   Tensor detach() const;  // same storage, no autograd history
+  // A 1-D view of elements [begin, begin + length) of the flattened tensor: same storage, no
+  // autograd history (ZeRO-1 shards and gradient buckets address parameters this way).
+  Tensor flat_slice(int64_t begin, int64_t length) const;
   // Host copy of all elements, converted to T.
   template <class T>
   std::vector<T> to_vector() const;

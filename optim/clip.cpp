@@ -44,24 +44,34 @@ GradStats stats_of(const Tensor& g) {
 }
 }  // namespace
 
-double grad_norm(const NamedTensors& params) {
-  double sum_squares = 0;
+GradStats tensor_grad_stats(const Tensor& g) { return stats_of(g); }
+
+void scale_in_place(Tensor& g, double factor) { TSTL_ON_DEVICE(g, scale_inplace, g, factor); }
+
+GradStats grad_stats(const NamedTensors& params) {
+  GradStats total;
   for (const auto& [name, p] : params) {
     const Tensor g = p.grad();
-    if (g.defined()) sum_squares += stats_of(g).sum_squares;
+    if (!g.defined()) continue;
+    const GradStats s = stats_of(g);
+    total.sum_squares += s.sum_squares;
+    total.nonfinite += s.nonfinite;
   }
-  return std::sqrt(sum_squares);
+  return total;
 }
+
+void scale_gradients(const NamedTensors& params, double factor) {
+  for (const auto& [name, p] : params) {
+    Tensor g = p.grad();
+    if (g.defined()) TSTL_ON_DEVICE(g, scale_inplace, g, factor);
+  }
+}
+
+double grad_norm(const NamedTensors& params) { return std::sqrt(grad_stats(params).sum_squares); }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {
   const double norm = grad_norm(params);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    const double factor = max_norm / norm;
-    for (const auto& [name, p] : params) {
-      Tensor g = p.grad();
-      if (g.defined()) TSTL_ON_DEVICE(g, scale_inplace, g, factor);
-    }
-  }
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) scale_gradients(params, max_norm / norm);
   return norm;
 }
 

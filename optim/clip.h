@@ -29,6 +29,14 @@ void scale_inplace_cpu(Tensor& g, double factor);
 void scale_inplace_cuda(Tensor& g, double factor);
 }  // namespace kernels
 
+// One tensor's statistics, and its in-place scaling (for gradients held outside .grad(), such as
+// ZeRO-1's shards).
+GradStats tensor_grad_stats(const Tensor& g);
+void scale_in_place(Tensor& g, double factor);
+// The gradients' statistics summed over the parameters in order (grad_norm = sqrt(sum_squares)).
+GradStats grad_stats(const NamedTensors& params);
+// Multiplies every gradient by `factor` in place.
+void scale_gradients(const NamedTensors& params, double factor);
 // The global L2 norm of the gradients.
 double grad_norm(const NamedTensors& params);
 // Returns the global norm before clipping. When it exceeds max_norm > 0, every gradient is

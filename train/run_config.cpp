@@ -45,6 +45,12 @@ TrainConfig train_config_from(const Config& cfg) {
   t.threads = cfg.get<int64_t>("train.threads");
   t.device = cfg.get<std::string>("train.device") == "cuda" ? Device::CUDA : Device::CPU;
   t.cpu_peak_gflops = cfg.get<double>("train.cpu_peak_gflops");
+  t.zero = cfg.get<int64_t>("train.zero");
+  TSTL_CHECK(t.zero == 0 || t.zero == 1, "train.zero must be 0 (plain data parallel) or 1 (ZeRO-1), got ", t.zero);
+  t.bucket_mb = cfg.get<double>("train.bucket_mb");
+  TSTL_CHECK(t.bucket_mb > 0, "train.bucket_mb must be > 0, got ", t.bucket_mb);
+  t.comm_timeout_s = cfg.get<double>("train.comm_timeout_s");
+  TSTL_CHECK(t.comm_timeout_s > 0, "train.comm_timeout_s must be > 0, got ", t.comm_timeout_s);
   return t;
 }
 

@@ -37,6 +37,11 @@ struct TrainConfig {
   int64_t threads = 0;  // 0: all cores
   Device device = Device::CPU;
   double cpu_peak_gflops = 0;  // 0: measured
+  // Data parallel (docs/distributed.md).
+  int64_t zero = 0;              // 0: every rank holds all AdamW moments; 1: ZeRO-1, sharded
+  double bucket_mb = 25;         // MiB of f32 gradient per all-reduce bucket
+  double comm_timeout_s = 600;   // a collective not complete after this ends the job
+  // Per rank: the job's step is world x this.
   int64_t tokens_per_step() const { return grad_accum * batch_size * seq_len; }
 };
 

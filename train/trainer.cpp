@@ -11,13 +11,16 @@
 #include <fstream>
 
 #include "core/autograd.h"
+#include "core/comm.h"
 #include "core/cuda_backend.h"
 #include "core/ops.h"
 #include "data/tokenizer.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "optim/zero1.h"
 #include "train/checkpoint.h"
+#include "train/grad_buckets.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
 #include "train/model_cost.h"
@@ -45,23 +48,27 @@ void split_window_batch(const std::vector<int32_t>& rows, int64_t count, int64_t
 
 }  // namespace
 
+double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
+                            int64_t micro_batch, double weight) {
+  const int64_t window = sampler.window();
+  std::vector<int32_t> rows(static_cast<size_t>(micro_batch * window));
+  sampler.fill_batch(first_sample, micro_batch, rows.data());
+  Tensor inputs, targets;
+  split_window_batch(rows, micro_batch, window, inputs, targets);
+  Tensor loss = scale(model.loss(inputs, targets), weight);
+  loss.backward();
+  return loss.item();
+}
+
 double accumulate_gradients(const Decoder& model, const TrainSampler& sampler, int64_t step, int64_t micro_batch,
                             int64_t grad_accum, int64_t first_micro, int64_t last_micro) {
   if (last_micro < 0) last_micro = grad_accum - 1;
-  const int64_t window = sampler.window();
-  std::vector<int32_t> rows(static_cast<size_t>(micro_batch * window));
   double weighted = 0;
   for (int64_t micro = first_micro; micro <= last_micro; ++micro) {
     const uint64_t first = global_sample_index(static_cast<uint64_t>(step), micro, 0, 1, micro_batch, grad_accum);
-    sampler.fill_batch(first, micro_batch, rows.data());
-    Tensor inputs, targets;
-    split_window_batch(rows, micro_batch, window, inputs, targets);
     // Every micro-batch scores micro_batch * (window - 1) tokens, the step grad_accum times that:
     // the token weight of each micro-batch's mean loss is 1 / grad_accum.
-    const double weight = 1.0 / static_cast<double>(grad_accum);
-    Tensor loss = scale(model.loss(inputs, targets), weight);
-    loss.backward();
-    weighted += loss.item();
+    weighted += micro_batch_backward(model, sampler, first, micro_batch, 1.0 / static_cast<double>(grad_accum));
   }
   return weighted;
 }
@@ -92,7 +99,15 @@ struct RunState {
   int64_t step = 0, tokens_seen = 0, skipped = 0;
   int64_t micro_done = 0;   // micro-batches of the current step already run
   double partial_loss = 0;  // their weighted losses, summed
+  uint64_t cursor = 0;      // global sample index where step `step` starts (the data cursor)
 };
+
+// FNV-1a over bytes: a checksum for comparing ranks' state, not a cryptographic hash.
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
 
 void print_config_changes(const Config& saved, const Config& now) {
   for (const auto& d : saved.diff(now, {"model.", "data.", "train.", "optim.", "eval."}))
@@ -114,19 +129,29 @@ class Trainer {
   int run();
 
  private:
-  // Setup, in order: threads, data, model and optimizer, the checkpoint to resume, the startup log.
+  // Setup, in order: ranks, threads, data, model and optimizer, the checkpoint to resume, the
+  // start state checked across ranks, the startup log.
   void setup();
+  void setup_ranks();
   void setup_threads();
   void open_data();
   ModelConfig resolve_model_config();  // also writes the derived model keys back into the config
   void build_model(const ModelConfig& model_config);
+  void build_optimizer();  // AdamW, or ZeRO-1 and the gradient buckets (docs/distributed.md)
   bool restore();  // true when resuming
+  void synchronize_start();  // rank 0's state everywhere, checked by checksum
+  void write_config() const;
   void log_startup();
+  void start_metrics();  // peak FLOP/s for MFU, the metrics log (rank 0), progress, signals
   // The micro-batches of the current step not yet run; false when a stop request came between
   // two of them (the partial step is then saved).
   bool accumulate_step();
   // Clipping and the AdamW update of the accumulated gradients (or the skip of a non-finite step).
   StepMetrics apply_update();
+  double clip_gradients(bool& finite);  // returns the global norm before clipping
+  void optimizer_step(double lr);
+  NamedTensors optimizer_state();  // full, unsharded (a collective under ZeRO-1)
+  bool stop_agreed() const;        // a signal on any rank stops every rank after the same step
   // After a step: evaluation, the metrics line, the checkpoint; true when the run stops here.
   bool after_step(StepMetrics& m);
   bool finished() const {
@@ -134,6 +159,10 @@ class Trainer {
   }
   void save(bool partial);
   double evaluate();
+  bool lead() const { return comm_->rank() == 0; }
+  int world() const { return comm_->world(); }
+  int64_t samples_per_step() const { return world() * train_.grad_accum * train_.batch_size; }  // the global batch
+  int64_t tokens_per_step() const { return world() * train_.tokens_per_step(); }
 
   Config cfg_;
   DataConfig data_;
@@ -145,7 +174,11 @@ class Trainer {
   std::unique_ptr<TrainSampler> sampler_;
   std::vector<std::vector<int32_t>> val_windows_;
   std::unique_ptr<Decoder> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;      // train.zero = 0
+  std::unique_ptr<Zero1AdamW> zero_;      // train.zero = 1
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<GradBucketPlan> bucket_plan_;
+  std::unique_ptr<GradBuckets> buckets_;  // world > 1 or ZeRO-1
   std::unique_ptr<CheckpointDir> checkpoints_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<Progress> progress_;
@@ -153,6 +186,12 @@ class Trainer {
   double peak_gflops_ = 0, flops_per_token_ = 0;
   int64_t last_saved_step_ = -1;
 };
+
+void Trainer::setup_ranks() {
+  comm_ = std::make_unique<Communicator>(dist_env(), CommOptions{train_.comm_timeout_s});
+  // One log per job: ranks other than 0 keep stdout quiet (their errors still go to stderr).
+  if (!lead()) TSTL_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", comm_->rank(), ": cannot silence stdout");
+}
 
 void Trainer::setup_threads() {
   if (train_.threads > 0) {
@@ -193,9 +232,23 @@ void Trainer::build_model(const ModelConfig& model_config) {
   if (train_.device == Device::CUDA) {
     TSTL_CHECK(cuda_compiled(), "train.device = cuda, but this tstl was built without the CUDA backend");
     TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
+    if (world() > 1) cuda::select_device(comm_->env().local_rank);  // one GPU per rank, before any allocation
   }
   model_ = std::make_unique<Decoder>(model_config, DType::F32, train_.device);
-  optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), optim_.adamw, make_decay_predicate(optim_.no_decay));
+}
+
+void Trainer::build_optimizer() {
+  const DecayPredicate decays = make_decay_predicate(optim_.no_decay);
+  const bool sharded = train_.zero == 1;
+  if (world() > 1 || sharded) {
+    bucket_plan_ = std::make_unique<GradBucketPlan>(model_->named_parameters(), train_.bucket_mb);
+    buckets_ = std::make_unique<GradBuckets>(model_->named_parameters(), *bucket_plan_, *comm_, sharded);
+  }
+  if (sharded) {
+    zero_ = std::make_unique<Zero1AdamW>(model_->named_parameters(), bucket_plan_->buckets(), optim_.adamw, decays, *comm_);
+  } else {
+    optimizer_ = std::make_unique<AdamW>(model_->named_parameters(), optim_.adamw, decays);
+  }
 }
 
 bool Trainer::restore() {
@@ -231,12 +284,22 @@ bool Trainer::restore() {
              ck.tokenizer, ", the data uses ", tokenizer_->identity());
   print_config_changes(saved, cfg_);
   load_parameters(*model_, ck.parameters, latest->path);
-  optimizer_->load_state(ck.optimizer, ck.optimizer_step);
+  if (zero_) {
+    zero_->load_state(ck.optimizer, ck.optimizer_step);
+  } else {
+    optimizer_->load_state(ck.optimizer, ck.optimizer_step);
+  }
   state_.step = ck.step;
   state_.tokens_seen = ck.tokens_seen;
   state_.skipped = ck.counters.count("skipped_steps") ? ck.counters.at("skipped_steps") : 0;
   state_.micro_done = ck.accumulation.micro_batches;
   state_.partial_loss = ck.accumulation.loss_sum;
+  // The cursor is global: the same sample sequence continues at any world size.
+  state_.cursor = ck.data_cursor - static_cast<uint64_t>(state_.micro_done * train_.batch_size);
+  TSTL_CHECK(state_.micro_done == 0 || (world() == 1 && !buckets_), "cannot resume from ", latest->path, " with ",
+             world(), " ranks", buckets_ ? " or ZeRO-1" : "", ": it was saved by one process in the middle of step ",
+             state_.step + 1, " (", state_.micro_done, " micro-batches done); resume it with one process and",
+             " train.zero = 0 to complete that step, then at any world size");
   for (auto& [name, g] : ck.accumulation.grads) model_->parameter(name).set_grad(g.to(model_->device()));
   last_saved_step_ = state_.step;
   std::printf("resumed from %s: step %lld%s, %lld tokens seen\n", latest->path.c_str(), static_cast<long long>(state_.step),
@@ -247,8 +310,13 @@ bool Trainer::restore() {
 
 void Trainer::save(bool partial) {
   CheckpointState ck;
+  ck.optimizer = optimizer_state();  // every rank: a collective under ZeRO-1
+  if (!lead()) {  // one writer; the others wait until the file is complete
+    comm_->barrier();
+    last_saved_step_ = state_.step;
+    return;
+  }
   ck.parameters = model_->named_parameters();
-  ck.optimizer = optimizer_->named_state();
   if (partial) {  // an interrupted accumulation: keep the gradients summed so far
     for (const auto& [name, p] : model_->named_parameters())
       if (p.grad().defined()) ck.accumulation.grads.emplace_back(name, p.grad());
@@ -256,10 +324,9 @@ void Trainer::save(bool partial) {
     ck.accumulation.loss_sum = state_.partial_loss;
   }
   ck.step = state_.step;
-  ck.optimizer_step = optimizer_->step_count();
+  ck.optimizer_step = zero_ ? zero_->step_count() : optimizer_->step_count();
   ck.tokens_seen = state_.tokens_seen;
-  ck.data_cursor = global_sample_index(static_cast<uint64_t>(state_.step), state_.micro_done, 0, 1, train_.batch_size,
-                                       train_.grad_accum);
+  ck.data_cursor = state_.cursor + static_cast<uint64_t>(state_.micro_done * train_.batch_size);
   ck.rng_seed = train_.seed;
   ck.config = cfg_.dump();
   ck.tokenizer = tokenizer_->identity();
@@ -268,6 +335,8 @@ void Trainer::save(bool partial) {
   checkpoints_->prune(train_.keep_last, train_.keep_every);
   last_saved_step_ = state_.step;
   std::printf("checkpoint %s\n", path.c_str());
+  std::fflush(stdout);
+  comm_->barrier();
 }
 
 double Trainer::evaluate() {
@@ -276,7 +345,42 @@ double Trainer::evaluate() {
   // can send a signal while it runs).
   std::printf("step %lld: validation loss over %zu windows\n", static_cast<long long>(state_.step), val_windows_.size());
   std::fflush(stdout);
-  return validation_loss(*model_, val_windows_, train_.batch_size);
+  if (world() == 1) return validation_loss(*model_, val_windows_, train_.batch_size);
+  // Each rank scores its slice of the fixed windows; the mean is over all of them.
+  const int64_t n = static_cast<int64_t>(val_windows_.size());
+  const ShardRange mine = shard_range(n, world(), comm_->rank());
+  const std::vector<std::vector<int32_t>> part(val_windows_.begin() + mine.begin, val_windows_.begin() + mine.end);
+  const double total =
+      part.empty() ? 0.0 : validation_loss(*model_, part, train_.batch_size) * static_cast<double>(part.size());
+  return comm_->sum(total) / static_cast<double>(n);
+}
+
+NamedTensors Trainer::optimizer_state() { return zero_ ? zero_->gather_state() : optimizer_->named_state(); }
+
+void Trainer::synchronize_start() {
+  if (world() == 1) return;
+  // Rank 0's parameters and (unsharded) moments everywhere: every rank initialised or loaded the
+  // same values, and this makes it so even if a file changed between their reads.
+  for (auto& [name, p] : model_->named_parameters()) comm_->broadcast(const_cast<Tensor&>(p), 0);
+  if (optimizer_)
+    for (auto& [name, m] : optimizer_->named_state()) comm_->broadcast(const_cast<Tensor&>(m), 0);
+  uint64_t h = 14695981039346656037ull;
+  for (const auto& [name, p] : model_->named_parameters()) {
+    const Tensor host = p.to(Device::CPU);
+    h = fnv1a(h, host.raw(), host.nbytes());
+  }
+  const std::string config = cfg_.dump();
+  h = fnv1a(h, config.data(), config.size());
+  const int64_t counters[] = {state_.step, static_cast<int64_t>(state_.cursor), state_.tokens_seen};
+  h = fnv1a(h, counters, sizeof counters);
+  Tensor all = Tensor::zeros({world()}, DType::I64);
+  Tensor mine = Tensor::from_vector<int64_t>({static_cast<int64_t>(h)}, {1});
+  comm_->all_gather(mine, all);
+  std::string differ;
+  for (int r = 1; r < world(); ++r)
+    if (all.data<int64_t>()[r] != all.data<int64_t>()[0]) differ += " " + std::to_string(r);
+  TSTL_CHECK(differ.empty(), "the start state (parameters, config, step, data cursor) of rank(s)", differ,
+             " differs from rank 0's: launch every rank with the same command line and files");
 }
 
 void Trainer::log_startup() {
@@ -291,53 +395,79 @@ void Trainer::log_startup() {
   std::printf("memory: weights %.1f MiB, gradients %.1f MiB, AdamW %.1f MiB, activations ~%.1f MiB per micro-batch\n",
               cost.weight_bytes / 1048576.0, cost.gradient_bytes / 1048576.0, cost.optimizer_bytes / 1048576.0,
               cost.activation_bytes / 1048576.0);
-  std::printf("optimizer: AdamW; %s\n", optimizer_->decay_summary().str().c_str());
+  std::printf("optimizer: AdamW%s; %s\n", zero_ ? " with ZeRO-1 (moments sharded over the ranks)" : "",
+              (zero_ ? zero_->decay_summary() : optimizer_->decay_summary()).str().c_str());
+  std::printf("ranks: %s, %d in all; collectives: %s%s%s\n", comm_->env().str().c_str(), world(),
+              comm_->engine_name(model_->device()).c_str(), bucket_plan_ ? "; " : "",
+              bucket_plan_ ? bucket_plan_->summary().c_str() : "");
   std::printf("data: %s (%s): %lld train tokens, %llu windows of %lld per epoch; %zu validation windows\n",
               file_.path().c_str(), tokenizer_->identity().c_str(), static_cast<long long>(train_split_.n_tokens()),
               static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len + 1),
               val_windows_.size());
   if (model_->device() == Device::CUDA) std::printf("device: %s (f32)\n", cuda::device_name().c_str());
-  std::printf("steps: %lld x (%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads\n",
-              static_cast<long long>(train_.max_steps), static_cast<long long>(accum), static_cast<long long>(batch),
-              static_cast<long long>(seq_len), static_cast<long long>(train_.tokens_per_step()), omp_get_max_threads());
+  const std::string ranks = world() > 1 ? str(world(), " ranks x ") : "";
+  std::printf("steps: %lld x (%s%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads%s\n",
+              static_cast<long long>(train_.max_steps), ranks.c_str(), static_cast<long long>(accum),
+              static_cast<long long>(batch), static_cast<long long>(seq_len), static_cast<long long>(tokens_per_step()),
+              omp_get_max_threads(), world() > 1 ? " per rank" : "");
   std::fflush(stdout);
 }
 
+void Trainer::write_config() const {
+  if (!lead()) return;  // one writer per job
+  std::ofstream out(fs::path(train_.out_dir) / "config.cfg");
+  out << cfg_.dump();
+  TSTL_CHECK(out.good(), "cannot write ", (fs::path(train_.out_dir) / "config.cfg").string());
+}
+
+void Trainer::start_metrics() {
+  if (model_->device() == Device::CUDA) {
+    peak_gflops_ = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
+  } else if (train_.cpu_peak_gflops > 0) {
+    peak_gflops_ = train_.cpu_peak_gflops;
+  } else if (lead()) {  // only rank 0 reports MFU
+    peak_gflops_ = measure_cpu_peak_gflops();
+  }
+  peak_gflops_ *= world();  // MFU of the job: every rank's peak
+  flops_per_token_ = model_cost(model_->config(), train_.batch_size, train_.seq_len).flops_per_token;
+  if (lead()) metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);
+  progress_ = std::make_unique<Progress>(state_.step, train_.max_steps);
+  install_stop_handlers();
+  clear_stop_request();
+}
+
 void Trainer::setup() {
+  setup_ranks();
   setup_threads();
   open_data();
   const ModelConfig model_config = resolve_model_config();
   fs::create_directories(train_.out_dir);
   checkpoints_ = std::make_unique<CheckpointDir>((fs::path(train_.out_dir) / "checkpoints").string());
   build_model(model_config);
+  build_optimizer();
   restore();
-  {
-    std::ofstream out(fs::path(train_.out_dir) / "config.cfg");
-    out << cfg_.dump();
-    TSTL_CHECK(out.good(), "cannot write ", (fs::path(train_.out_dir) / "config.cfg").string());
-  }
+  synchronize_start();
+  write_config();
   log_startup();
-  if (model_->device() == Device::CUDA) {
-    peak_gflops_ = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
-  } else {
-    peak_gflops_ = train_.cpu_peak_gflops > 0 ? train_.cpu_peak_gflops : measure_cpu_peak_gflops();
-  }
-  flops_per_token_ = model_cost(model_->config(), train_.batch_size, train_.seq_len).flops_per_token;
-  metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);
-  progress_ = std::make_unique<Progress>(state_.step, train_.max_steps);
-  install_stop_handlers();
-  clear_stop_request();
+  start_metrics();
 }
 
 bool Trainer::accumulate_step() {
   // Micro-batches one at a time, so that a stop request mid-accumulation is honoured with the
   // gradients summed so far saved in the checkpoint.
   const int64_t accum = train_.grad_accum;
+  const int64_t batch = train_.batch_size;
+  // Every micro-batch's mean loss weighs 1 / (grad_accum x world) of the step: the ranks' summed
+  // gradients are then the global batch's mean-loss gradient.
+  const double weight = 1.0 / static_cast<double>(accum * world());
   while (state_.micro_done < accum) {
-    state_.partial_loss += accumulate_gradients(*model_, *sampler_, state_.step, train_.batch_size, accum,
-                                                state_.micro_done, state_.micro_done);
+    // The last micro-batch's backward launches the gradient buckets as they complete.
+    if (buckets_ && state_.micro_done == accum - 1) buckets_->begin();
+    const uint64_t first = state_.cursor + static_cast<uint64_t>((comm_->rank() * accum + state_.micro_done) * batch);
+    state_.partial_loss += micro_batch_backward(*model_, *sampler_, first, batch, weight);
     ++state_.micro_done;
-    if (stop_requested() && state_.micro_done < accum) {
+    // With several ranks (or ZeRO-1) a stop waits for the step's end, where all ranks agree on it.
+    if (!buckets_ && stop_requested() && state_.micro_done < accum) {
       save(/*partial=*/true);
       std::printf("stopped by signal %d during step %lld after %lld of %lld micro-batches; resume with the same command\n",
                   stop_signal(), static_cast<long long>(state_.step + 1), static_cast<long long>(state_.micro_done),
@@ -350,12 +480,14 @@ bool Trainer::accumulate_step() {
 
 StepMetrics Trainer::apply_update() {
   const auto& params = model_->named_parameters();
-  const double loss = state_.partial_loss;
-  const double norm = clip_grad_norm(params, optim_.clip);
+  if (buckets_) buckets_->finish();
+  const double loss = world() > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
+  bool finite_grad = true;
+  const double norm = clip_gradients(finite_grad);
   StepMetrics m;
   m.lr = learning_rate(state_.step, optim_.schedule);
-  if (!std::isfinite(loss) || !std::isfinite(norm)) {
-    const std::string bad = first_nonfinite_gradient(params);
+  if (!std::isfinite(loss) || !finite_grad) {  // the same values, so the same decision, on every rank
+    const std::string bad = zero_ ? "" : first_nonfinite_gradient(params);
     const std::string what = tstl::str("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ",
                                        state_.step + 1, " (loss ", loss, ", gradient norm ", norm, ")",
                                        bad.empty() ? "" : "; first parameter with a non-finite gradient: " + bad);
@@ -363,13 +495,14 @@ StepMetrics Trainer::apply_update() {
     ++state_.skipped;
     std::printf("skipping step: %s\n", what.c_str());
   } else {
-    optimizer_->step(m.lr);
+    optimizer_step(m.lr);
   }
-  optimizer_->zero_grad();
+  for (const auto& [name, p] : params) Tensor(p).zero_grad();  // the same parameter, its gradient dropped
   ++state_.step;
   state_.micro_done = 0;
   state_.partial_loss = 0;
-  state_.tokens_seen += train_.tokens_per_step();
+  state_.cursor += static_cast<uint64_t>(samples_per_step());
+  state_.tokens_seen += tokens_per_step();
   m.step = state_.step;
   m.tokens = state_.tokens_seen;
   m.loss = loss;
@@ -378,6 +511,31 @@ StepMetrics Trainer::apply_update() {
   return m;
 }
 
+double Trainer::clip_gradients(bool& finite) {
+  if (!zero_) {
+    const double norm = clip_grad_norm(model_->named_parameters(), optim_.clip);
+    finite = std::isfinite(norm);
+    return norm;
+  }
+  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
+  const GradStats mine = zero_->shard_grad_stats(buckets_->shard_grads());
+  const double norm = std::sqrt(comm_->sum(mine.sum_squares));
+  finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
+  if (optim_.clip > 0 && finite && norm > optim_.clip)
+    for (Tensor g : buckets_->shard_grads()) scale_in_place(g, optim_.clip / norm);  // g shares the shard's storage
+  return norm;
+}
+
+void Trainer::optimizer_step(double lr) {
+  if (zero_) {
+    zero_->step(lr, buckets_->shard_grads());
+  } else {
+    optimizer_->step(lr);
+  }
+}
+
+bool Trainer::stop_agreed() const { return world() > 1 ? comm_->any(stop_requested()) : stop_requested(); }
+
 bool Trainer::after_step(StepMetrics& m) {
   const bool last = finished();
   if ((train_.eval_every > 0 && state_.step % train_.eval_every == 0) || last) {
@@ -385,16 +543,18 @@ bool Trainer::after_step(StepMetrics& m) {
     if (std::isfinite(val)) m.val_loss = val;
   }
   progress_->update(state_.step);
-  if (state_.step % train_.log_every == 0 || m.val_loss || last) {
+  if (lead() && (state_.step % train_.log_every == 0 || m.val_loss || last)) {
     metrics_->write(m);
     std::printf("%s | %s\n", format_step_line(m, train_.max_steps).c_str(), progress_->str().c_str());
     std::fflush(stdout);
   }
-  const bool stop = stop_requested() || (train_.stop_at > 0 && state_.step >= train_.stop_at);
+  const bool signalled = stop_agreed();
+  const bool stop = signalled || (train_.stop_at > 0 && state_.step >= train_.stop_at);
   if ((train_.save_every > 0 && state_.step % train_.save_every == 0) || last || stop) save(false);
   if (!stop || last) return false;
-  if (stop_requested()) {
-    std::printf("stopped by signal %d after step %lld; resume with the same command\n", stop_signal(),
+  if (signalled) {
+    const std::string by = stop_requested() ? str("signal ", stop_signal()) : std::string("a signal to another rank");
+    std::printf("stopped by %s after step %lld; resume with the same command\n", by.c_str(),
                 static_cast<long long>(state_.step));
   } else {
     std::printf("stopped at train.stop_at = %lld; resume with the same command\n", static_cast<long long>(train_.stop_at));
@@ -410,11 +570,12 @@ int Trainer::run() {
     StepMetrics m = apply_update();
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     m.ms = seconds * 1e3;
-    m.tokens_per_s = static_cast<double>(train_.tokens_per_step()) / seconds;
+    m.tokens_per_s = static_cast<double>(tokens_per_step()) / seconds;
     m.mfu = peak_gflops_ > 0 ? flops_per_token_ * m.tokens_per_s / (peak_gflops_ * 1e9) : 0.0;
     if (after_step(m)) return 0;
   }
   if (last_saved_step_ != state_.step) save(false);
+  comm_->barrier();  // no rank exits 0 before the last checkpoint is complete
   std::printf("done: %lld steps, %lld tokens; run directory %s\n", static_cast<long long>(state_.step),
               static_cast<long long>(state_.tokens_seen), train_.out_dir.c_str());
   return 0;

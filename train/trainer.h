@@ -12,6 +12,12 @@
 
 namespace tstl {
 
+// Forward and backward of the micro-batch of global samples [first_sample, first_sample +
+// micro_batch), its mean loss weighted by `weight`; gradients accumulate into the parameters'
+// .grad. Returns the weighted loss.
+double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
+                            int64_t micro_batch, double weight);
+
 // One optimizer step's forward and backward passes: micro-batches first_micro..grad_accum-1 of
 // `step`, each of micro_batch samples (single rank). Gradients accumulate into the parameters'
 // .grad; every micro-batch's mean loss is weighted by its share of the step's tokens, so
