@@ -54,6 +54,7 @@ std::vector<ConfigKey> make_schema() {
       {"train.max_tokens", T::Int, "0", "stop once this many training tokens were seen; 0: no limit", {}},
       {"train.stop_at", T::Int, "0", "save and stop after this step as if interrupted, schedule unchanged; 0: off", {}},
       {"train.log_every", T::Int, "1", "steps between metrics lines", {}},
+      {"train.tensorboard", T::Bool, "false", "also write the logged scalars as a TensorBoard event file in out_dir", {}},
       {"train.eval_every", T::Int, "100", "steps between validation evaluations; 0: only at the end", {}},
       {"train.eval_batches", T::Int, "20", "validation micro-batches per evaluation", {}},
       {"train.save_every", T::Int, "500", "steps between checkpoints; 0: only at the end and on a stop", {}},

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "core/autograd.h"
 #include "core/cuda_backend.h"
@@ -23,6 +24,7 @@
 #include "train/model_config.h"
 #include "train/model_io.h"
 #include "train/signals.h"
+#include "train/tensorboard.h"
 
 namespace tstl {
 
@@ -342,6 +344,8 @@ int Trainer::run() {
   const int64_t tokens_per_step = accum_ * batch_ * seq_len_;
 
   MetricsLog metrics((fs::path(out_dir_) / "metrics.jsonl").string(), state_.step);
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  if (cfg_.get<bool>("train.tensorboard")) tensorboard = std::make_unique<TensorBoardWriter>(out_dir_, state_.step);
   Progress progress(state_.step, max_steps_);
   install_stop_handlers();
   clear_stop_request();
@@ -402,6 +406,7 @@ int Trainer::run() {
     progress.update(state_.step);
     if (state_.step % log_every == 0 || m.val_loss || last) {
       metrics.write(m);
+      if (tensorboard) tensorboard->write(m);
       std::printf("%s | %s\n", format_step_line(m, max_steps_).c_str(), progress.str().c_str());
       std::fflush(stdout);
     }
