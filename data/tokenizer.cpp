@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "data/hf_tokenizer.h"
 #include "data/text_input.h"
 
 namespace tstl {
@@ -162,9 +163,11 @@ class LineIterator final : public sentencepiece::SentenceIterator {
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   if (spec.rfind("spm:", 0) == 0 && spec.size() > 4) return std::make_unique<SpmTokenizer>(spec.substr(4));
+  if (spec.rfind("hf:", 0) == 0 && spec.size() > 3) return make_hf_tokenizer(spec.substr(3));
   TSTL_CHECK(!is_external_tokenizer(spec), "tokenizer '", spec, "' is external: its vocabulary size comes from the token ",
              "file (`tstl prepare --format megatron|tokens` records it), not from the spec alone");
-  TSTL_FAIL("unknown tokenizer '", spec, "': expected 'byte' or 'spm:PATH' (a SentencePiece .model file)");
+  TSTL_FAIL("unknown tokenizer '", spec, "': expected 'byte', 'spm:PATH' (a SentencePiece .model file) or 'hf:PATH' "
+            "(a Hugging Face byte-level BPE tokenizer.json)");
 }
 
 std::unique_ptr<Tokenizer> make_external_tokenizer(const std::string& name, int64_t vocab_size, int32_t eos_id,

@@ -21,11 +21,13 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;
   virtual int32_t pad_id() const = 0;  // -1 when the model has none
-  // "byte:259", "spm:<vocab>:<fnv64 hex of the model file>" or "external:NAME".
+  // "byte:259", "spm:<vocab>:<fnv64 hex of the model file>", "hf:<vocab>:<fnv64 hex of the
+  // tokenizer.json>" or "external:NAME".
   virtual std::string identity() const = 0;
 };
 
-// spec: "byte" or "spm:PATH" (a SentencePiece .model file).
+// spec: "byte", "spm:PATH" (a SentencePiece .model file) or "hf:PATH" (a Hugging Face byte-level
+// BPE tokenizer.json, data/hf_tokenizer.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
 // A vocabulary without a text form: token ids prepared by another toolkit (`tstl prepare
