@@ -170,6 +170,12 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
             "(a Hugging Face byte-level BPE tokenizer.json)");
 }
 
+std::unique_ptr<Tokenizer> make_tokenizer_from_config(const std::string& spec) {
+  for (const char* prefix : {"spm:", "hf:", kExternalTokenizerPrefix})
+    if (spec.rfind(prefix, 0) == 0) return make_tokenizer(spec);
+  return make_tokenizer(spec == "byte" ? spec : "spm:" + spec);
+}
+
 std::unique_ptr<Tokenizer> make_external_tokenizer(const std::string& name, int64_t vocab_size, int32_t eos_id,
                                                    int32_t bos_id, int32_t pad_id) {
   return std::make_unique<ExternalTokenizer>(name, vocab_size, eos_id, bos_id, pad_id);

@@ -30,6 +30,9 @@ class Tokenizer {
 // BPE tokenizer.json, data/hf_tokenizer.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
+// data.tokenizer of a run config: as make_tokenizer, and a bare path means "spm:PATH".
+std::unique_ptr<Tokenizer> make_tokenizer_from_config(const std::string& spec);
+
 // A vocabulary without a text form: token ids prepared by another toolkit (`tstl prepare
 // --format megatron|tokens`), identity "external:NAME". It knows its size and special ids;
 // encode and decode throw, naming the tokenizer, and say how to supply one that has text.

@@ -42,7 +42,7 @@ std::vector<ConfigKey> make_schema() {
       {"model.logn", T::Bool, "false", "scale attention logits by log(n)/log(train_len) beyond train_len", {}},
       // [data]
       {"data.path", T::String, "", "HDF5 token file made by `tstl prepare` (required to train)", {}},
-      {"data.tokenizer", T::String, "byte", "tokenizer identity: `byte` or the path of a SentencePiece model", {}},
+      {"data.tokenizer", T::String, "byte", "tokenizer: `byte`, a SentencePiece model path, `hf:tokenizer.json`, or `external:NAME` (ids prepared by another toolkit)", {}},
       {"data.passkey_fraction", T::Float, "0", "fraction of training samples replaced by passkey prompts", {}},
       // [train]
       {"train.out_dir", T::String, "runs/default", "run directory: config.cfg, metrics.jsonl, checkpoints/", {}},

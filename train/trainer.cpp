@@ -160,8 +160,8 @@ void Trainer::open_data() {
   TSTL_CHECK(!path.empty(), "data.path is not set: make a token file with `tstl prepare` and pass --data.path FILE.h5");
   TSTL_CHECK(fs::exists(path), "data.path: token file '", path, "' does not exist (make it with `tstl prepare`)");
   const std::string spec = cfg_.get<std::string>("data.tokenizer");
-  tokenizer_ = make_tokenizer(spec == "byte" || spec.rfind("spm:", 0) == 0 ? spec : "spm:" + spec);
   file_.open(path);
+  tokenizer_ = tokenizer_for_file(spec, file_);
   check_tokenizer_matches(file_, *tokenizer_);
   train_split_ = file_.split("train");
   if (file_.has_split("val")) val_split_ = file_.split("val");
