@@ -141,22 +141,25 @@ std::vector<std::string> export_hf(const HfExportOptions& options) {
   const ModelConfig model = model_config_from(config);
   check_gpt_neox_exportable(model);
 
-  // The tokenizer: its special ids for config.json and, for SentencePiece, its file.
-  std::string tokenizer_file = options.tokenizer_file;
-  const std::string spec = config.get<std::string>("data.tokenizer");
-  if (tokenizer_file.empty() && spec != "byte" && !is_external_tokenizer(spec))
-    tokenizer_file = spec.rfind("spm:", 0) == 0 ? spec.substr(4) : spec;
+  // The tokenizer: its special ids for config.json and its file (SentencePiece or tokenizer.json).
+  const std::string spec = options.tokenizer.empty() ? config.get<std::string>("data.tokenizer") : options.tokenizer;
+  std::string tokenizer_file, tokenizer_copy;
   int32_t bos = -1, eos = -1;
-  if (!tokenizer_file.empty()) {
-    TSTL_CHECK(fs::is_regular_file(tokenizer_file), "the run's tokenizer '", tokenizer_file,
-               "' does not exist: give --tokenizer FILE (the SentencePiece model the checkpoint was trained with)");
-    const auto tok = make_tokenizer("spm:" + tokenizer_file);
-    TSTL_CHECK(state.tokenizer.empty() || tok->identity() == state.tokenizer, "'", tokenizer_file, "' is tokenizer ",
-               tok->identity(), ", but ", options.checkpoint, " was trained with ", state.tokenizer);
-    bos = tok->bos_id();
-    eos = tok->eos_id();
-  } else if (spec == "byte") {
-    const auto tok = make_tokenizer("byte");
+  if (!is_external_tokenizer(spec)) {
+    if (spec != "byte") {
+      const bool hf = spec.rfind("hf:", 0) == 0;
+      tokenizer_file = hf ? spec.substr(3) : spec.rfind("spm:", 0) == 0 ? spec.substr(4) : spec;
+      tokenizer_copy = hf ? "tokenizer.json" : "tokenizer.model";
+      TSTL_CHECK(fs::is_regular_file(tokenizer_file), "the tokenizer file '", tokenizer_file, "' (", spec,
+                 ") does not exist: give --tokenizer SPEC with the tokenizer the checkpoint was trained with");
+    }
+    const auto tok = make_tokenizer_from_config(spec);
+    if (is_external_tokenizer(state.tokenizer))
+      TSTL_CHECK(tok->vocab_size() <= model.vocab_size, "tokenizer '", tok->identity(), "' has ", tok->vocab_size(),
+                 " ids, more than the model's vocabulary of ", model.vocab_size);
+    else
+      TSTL_CHECK(state.tokenizer.empty() || tok->identity() == state.tokenizer, "tokenizer '", spec, "' is ",
+                 tok->identity(), ", but ", options.checkpoint, " was trained with ", state.tokenizer);
     bos = tok->bos_id();
     eos = tok->eos_id();
   }
@@ -173,7 +176,7 @@ std::vector<std::string> export_hf(const HfExportOptions& options) {
                      {"tokenizer", state.tokenizer}});
   written.push_back(weights_path);
   if (!tokenizer_file.empty()) {
-    const std::string copy = (dir / "tokenizer.model").string();
+    const std::string copy = (dir / tokenizer_copy).string();
     fs::copy_file(tokenizer_file, copy, fs::copy_options::overwrite_existing);
     written.push_back(copy);
   }

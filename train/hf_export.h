@@ -6,6 +6,7 @@
 //   model.safetensors  every parameter under its checkpoint name (tstl already uses GPT-NeoX's
 //                      names and layouts, docs/model.md), bit for bit in its saved dtype
 //   tokenizer.model    a copy of the SentencePiece model, when the run used one
+//   tokenizer.json     a copy of the Hugging Face tokenizer.json (hf:PATH), when the run used one
 // Only what GPT-NeoX computes is exported: variant rope with LayerNorm, biases and no trained
 // log-n; anything else is refused naming the key and why.
 //
@@ -38,7 +39,9 @@ std::string gpt_neox_config_json(const ModelConfig& model, int32_t bos_id, int32
 struct HfExportOptions {
   std::string checkpoint;
   std::string output_dir;      // created when missing
-  std::string tokenizer_file;  // overrides the SentencePiece model named by the run's data.tokenizer
+  // A tokenizer spec (as data.tokenizer) instead of the run's: a moved model file, or the text
+  // form of an external:NAME run (checked to fit the model's vocabulary).
+  std::string tokenizer;
 };
 
 // Returns the files written, in order.
