@@ -1,5 +1,7 @@
 #include "data/megatron_input.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
