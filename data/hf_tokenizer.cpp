@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/json.h"
+#include "core/json.h"
 
 namespace tstl {
 

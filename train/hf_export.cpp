@@ -7,10 +7,10 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
-#include "train/json.h"
 #include "train/model_config.h"
 
 namespace fs = std::filesystem;

@@ -9,8 +9,8 @@
 #include "common/cli_test_util.h"
 #include "common/python_readers.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "data/tokenizer.h"
-#include "train/json.h"
 
 namespace tstl {
 namespace {

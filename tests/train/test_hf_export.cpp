@@ -12,9 +12,9 @@
 #include "common/cli_test_util.h"
 #include "common/python_readers.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "layers/decoder.h"
 #include "train/hf_export.h"
-#include "train/json.h"
 #include "train/model_io.h"
 
 namespace tstl {

@@ -9,7 +9,7 @@
 
 #include "common/cli_test_util.h"
 #include "common/python_readers.h"
-#include "train/json.h"
+#include "core/json.h"
 #include "train/tensorboard.h"
 
 namespace tstl {
