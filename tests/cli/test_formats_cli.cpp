@@ -121,5 +121,38 @@ TEST(FormatsCli, ExportHfWritesTheModelOrRefusesTheVariant) {
   EXPECT_NE(r.output.find("unknown export format 'onnx'"), std::string::npos) << r.output;
 }
 
+// A SentencePiece run: the export carries the model file (byte for byte) and its special ids;
+// a --tokenizer that is not the checkpoint's is refused naming both identities.
+TEST(FormatsCli, ExportHfCopiesTheSentencePieceModel) {
+  ScratchDir dir;
+  test::write_file(dir / "text.txt", test::sample_english());
+  auto r = run_tstl("tokenizer train --input " + (dir / "text.txt") + " --vocab-size 300 --output " + (dir / "tok.model"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_tstl("prepare --input " + (dir / "text.txt") + " " + kSource + "/data/corpus/sotu/1790_george_washington_n.txt.gz"
+               " --tokenizer spm:" + (dir / "tok.model") + " --val-fraction 0.5 --output " + (dir / "d.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_tstl("train --config " + kSource + "/configs/tiny.cfg --data.path " + (dir / "d.h5") + " --data.tokenizer " +
+               (dir / "tok.model") + " --model.vocab_size 0 --train.out_dir " + (dir / "run") +
+               " --train.max_steps 1 --train.eval_every 0 --train.eval_batches 1 --train.threads 2 --train.cpu_peak_gflops 100");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string ckpt = dir / "run/checkpoints/step_00000001.h5";
+  r = run_tstl("export hf --checkpoint " + ckpt + " --output " + (dir / "hf"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  EXPECT_EQ(bytes(dir / "hf/tokenizer.model"), bytes(dir / "tok.model"));
+  const std::string config = bytes(dir / "hf/config.json");
+  EXPECT_NE(config.find("\"eos_token_id\": 2,"), std::string::npos) << config;  // unk 0, bos 1, eos 2, pad 3
+  EXPECT_NE(config.find("\"bos_token_id\": 1,"), std::string::npos) << config;
+  EXPECT_NE(config.find("\"vocab_size\": 300,"), std::string::npos) << config;
+  r = run_tstl("generate --checkpoint " + ckpt + " --tokenizer byte --prompt The --max-tokens 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("but --tokenizer 'byte' is byte:259"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace tstl
