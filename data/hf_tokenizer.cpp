@@ -155,9 +155,10 @@ class HfByteLevelBpe final : public Tokenizer {
     const JsonValue* type = model->find("type");
     TSTL_CHECK(type && type->string == "BPE", "'", path_, "': model type '", type ? type->string : "?",
                "' is not BPE; tstl reads byte-level BPE tokenizer.json files");
-    for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
+    for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges", "byte_fallback"}) {
       const JsonValue* v = model->find(key);
-      TSTL_CHECK(!v || v->type == JsonValue::Type::Null || (v->type == JsonValue::Type::String && v->string.empty()),
+      TSTL_CHECK(!v || v->type == JsonValue::Type::Null || (v->type == JsonValue::Type::String && v->string.empty()) ||
+                     (v->type == JsonValue::Type::Bool && !v->boolean),
                  "'", path_, "': model.", key, " is set; tstl's reader supports only plain byte-level BPE");
     }
     const JsonValue* vocab = model->find("vocab");
@@ -190,6 +191,11 @@ class HfByteLevelBpe final : public Tokenizer {
       const JsonValue* special = t.find("special");
       added_.push_back({t.get_string("content"), static_cast<int32_t>(t.get_number("id")), special && special->boolean});
       TSTL_CHECK(!added_.back().content.empty(), "'", path_, "': an added token has empty content");
+      for (const char* key : {"lstrip", "rstrip", "single_word"}) {
+        const JsonValue* v = t.find(key);
+        TSTL_CHECK(!v || !v->boolean, "'", path_, "': added token '", added_.back().content, "' has ", key,
+                   " = true, which tstl's reader does not implement");
+      }
     }
   }
 

@@ -65,6 +65,8 @@ TEST(HfTokenizer, UnsupportedFilesAreRefusedNamingTheKey) {
   const std::string tiny = kTinyTokenizer;
   refused(tiny, R"("type": "BPE")", R"("type": "WordPiece")", "model type 'WordPiece' is not BPE");
   refused(tiny, R"("dropout": null)", R"("dropout": 0.1)", "model.dropout is set");
+  refused(tiny, R"("fuse_unk": false)", R"("fuse_unk": false, "ignore_merges": true)", "model.ignore_merges is set");
+  refused(tiny, R"("lstrip": false)", R"("lstrip": true)", "added token '<|endoftext|>' has lstrip = true");
   refused(tiny, R"("normalizer": null)", R"("normalizer": {"type": "NFKC"})", "normalizer 'NFKC' is not supported");
   refused(tiny, R"({"type": "ByteLevel", "add_prefix_space")", R"({"type": "Whitespace", "add_prefix_space")",
           "the pre_tokenizer is not ByteLevel");
