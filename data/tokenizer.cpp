@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "data/hf_tokenizer.h"
 #include "data/text_input.h"
@@ -170,15 +171,15 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
             "(a Hugging Face byte-level BPE tokenizer.json)");
 }
 
-std::unique_ptr<Tokenizer> make_tokenizer_from_config(const std::string& spec) {
-  for (const char* prefix : {"spm:", "hf:", kExternalTokenizerPrefix})
-    if (spec.rfind(prefix, 0) == 0) return make_tokenizer(spec);
-  return make_tokenizer(spec == "byte" ? spec : "spm:" + spec);
-}
-
 std::unique_ptr<Tokenizer> make_external_tokenizer(const std::string& name, int64_t vocab_size, int32_t eos_id,
                                                    int32_t bos_id, int32_t pad_id) {
   return std::make_unique<ExternalTokenizer>(name, vocab_size, eos_id, bos_id, pad_id);
+}
+
+std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer) {
+  for (const char* prefix : {"spm:", "hf:", kExternalTokenizerPrefix})
+    if (data_tokenizer.rfind(prefix, 0) == 0) return make_tokenizer(data_tokenizer);
+  return make_tokenizer(data_tokenizer == "byte" ? data_tokenizer : "spm:" + data_tokenizer);
 }
 
 std::string train_spm(const SpmTrainOptions& options, const std::string& output) {
@@ -210,14 +211,7 @@ std::string train_spm(const SpmTrainOptions& options, const std::string& output)
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &lines, &model);
   TSTL_CHECK(status.ok(), "SentencePiece training failed: ", status.ToString());
-  const std::string tmp = output + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TSTL_CHECK(out.good(), "cannot write '", tmp, "'");
-    out.write(model.data(), static_cast<std::streamsize>(model.size()));
-    TSTL_CHECK(out.good(), "cannot write '", tmp, "'");
-  }
-  TSTL_CHECK(std::rename(tmp.c_str(), output.c_str()) == 0, "cannot rename '", tmp, "' to '", output, "'");
+  write_file_atomically(output, model);
   return make_tokenizer("spm:" + output)->identity();
 }
 

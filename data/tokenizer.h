@@ -29,9 +29,9 @@ class Tokenizer {
 // spec: "byte", "spm:PATH" (a SentencePiece .model file) or "hf:PATH" (a Hugging Face byte-level
 // BPE tokenizer.json, data/hf_tokenizer.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
-
-// data.tokenizer of a run config: as make_tokenizer, and a bare path means "spm:PATH".
-std::unique_ptr<Tokenizer> make_tokenizer_from_config(const std::string& spec);
+// The tokenizer of a `data.tokenizer` config value: as make_tokenizer, and a bare path means
+// "spm:PATH" (external:NAME needs its token file: tokenizer_for_file in data/token_file.h).
+std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer);
 
 // A vocabulary without a text form: token ids prepared by another toolkit (`tstl prepare
 // --format megatron|tokens`), identity "external:NAME". It knows its size and special ids;

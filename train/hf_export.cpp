@@ -153,7 +153,7 @@ std::vector<std::string> export_hf(const HfExportOptions& options) {
       TSTL_CHECK(fs::is_regular_file(tokenizer_file), "the tokenizer file '", tokenizer_file, "' (", spec,
                  ") does not exist: give --tokenizer SPEC with the tokenizer the checkpoint was trained with");
     }
-    const auto tok = make_tokenizer_from_config(spec);
+    const auto tok = make_tokenizer_for_config(spec);
     if (is_external_tokenizer(state.tokenizer))
       TSTL_CHECK(tok->vocab_size() <= model.vocab_size, "tokenizer '", tok->identity(), "' has ", tok->vocab_size(),
                  " ids, more than the model's vocabulary of ", model.vocab_size);
