@@ -1,9 +1,11 @@
-// The data subcommands of `tstl`: prepare (text -> token file) and tokenizer (train / info / encode).
+// The data subcommands of `tstl`: prepare (text, Megatron datasets or flat token streams -> token
+// file) and tokenizer (train / info / encode).
 #include <boost/program_options.hpp>
 
 #include <cstdio>
 
 #include "core/error.h"
+#include "data/megatron_input.h"
 #include "data/prepare.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
@@ -21,16 +23,43 @@ void print_split(const char* name, const PrepareSplitSummary& s) {
               s.tokens > 0 ? static_cast<double>(s.text_bytes) / static_cast<double>(s.tokens - s.documents) : 0.0);
 }
 
+// The tokenizer of already tokenized input: external:NAME with --vocab-size and --eos-id, or a
+// tokenizer whose vocabulary the ids are in (then those two come from it).
+std::unique_ptr<Tokenizer> tokenizer_of_ids(const std::string& spec, const po::variables_map& vm, int64_t vocab_size,
+                                           int32_t eos_id) {
+  TSTL_CHECK(!vm["tokenizer"].defaulted(), "--format ", vm["format"].as<std::string>(), " needs --tokenizer: external:NAME ",
+             "with --vocab-size V --eos-id E (e.g. external:gpt-neox-20b --vocab-size 50277 --eos-id 0), or the "
+             "spm:MODEL or hf:tokenizer.json that tokenized the ids");
+  if (is_external_tokenizer(spec)) {
+    TSTL_CHECK(vm.count("vocab-size") && vm.count("eos-id"), "--tokenizer ", spec,
+               " needs --vocab-size V (every id below it) and --eos-id E (the id that ends documents)");
+    return make_external_tokenizer(spec.substr(std::string(kExternalTokenizerPrefix).size()), vocab_size, eos_id);
+  }
+  TSTL_CHECK(!vm.count("vocab-size") && !vm.count("eos-id"), "--vocab-size and --eos-id go with --tokenizer external:NAME; ",
+             "tokenizer '", spec, "' has its own");
+  return make_tokenizer(spec);
+}
+
 }  // namespace
 
 int command_prepare(const Args& args) {
   PrepareOptions options;
+  ExternalPrepareOptions ids;
   std::string tokenizer_spec;
+  int64_t vocab_size = 0;
+  int32_t eos_id = -1;
   po::options_description desc("tstl prepare options");
   desc.add_options()("help,h", "show this help")
       ("input", po::value(&options.inputs)->multitoken()->required(),
-       ".txt files (one document each), .jsonl files (one {\"text\": ...} per line), directories of them; .gz allowed")
-      ("tokenizer", po::value(&tokenizer_spec)->default_value("byte"), "byte | spm:MODEL_FILE")
+       "text: .txt files (one document each), .jsonl files (one {\"text\": ...} per line), directories of them, .gz "
+       "allowed; megatron: the PREFIX of PREFIX.idx/.bin; tokens: a .npy or raw token file")
+      ("format", po::value(&ids.format)->default_value("text"), "text | megatron (Megatron/GPT-NeoX .bin + .idx) | "
+       "tokens (a flat stream of ids, documents ended by EOS)")
+      ("tokenizer", po::value(&tokenizer_spec)->default_value("byte"),
+       "byte | spm:MODEL_FILE | hf:tokenizer.json | external:NAME (ids from another toolkit; megatron, tokens)")
+      ("vocab-size", po::value(&vocab_size), "external:NAME: the vocabulary size (every id is below it)")
+      ("eos-id", po::value(&eos_id), "external:NAME: the id that ends documents")
+      ("input-dtype", po::value(&ids.raw_dtype)->default_value("uint16"), "tokens, raw files: uint16 | uint32")
       ("output", po::value(&options.output)->required(), "the token file to write (.h5)")
       ("val-fraction", po::value(&options.val_fraction)->default_value(0.05), "fraction of documents for validation, every k-th")
       ("val-documents", po::value(&options.val_documents)->multitoken(), "names of the validation documents (instead of --val-fraction)")
@@ -38,13 +67,38 @@ int command_prepare(const Args& args) {
       ("token-dtype", po::value(&options.token_dtype)->default_value("auto"), "auto | uint16 | uint32");
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
-                          "usage: tstl prepare --input PATH... --tokenizer byte|spm:FILE --output FILE.h5 "
-                          "[--val-fraction F | --val-documents NAME...] [--max-documents N]"))
+                          "usage: tstl prepare --input PATH... --tokenizer byte|spm:FILE|hf:FILE --output FILE.h5 "
+                          "[--val-fraction F | --val-documents NAME...] [--max-documents N]\n"
+                          "       tstl prepare --format megatron|tokens --input PREFIX|FILE --tokenizer external:NAME "
+                          "--vocab-size V --eos-id E --output FILE.h5 [--input-dtype uint16|uint32] [--val-fraction F]"))
     return 0;
   TSTL_CHECK(!(vm.count("val-documents") && !vm["val-fraction"].defaulted()),
              "give --val-fraction or --val-documents, not both");
-  const auto tokenizer = make_tokenizer(tokenizer_spec);
-  const PrepareSummary s = prepare_token_file(options, *tokenizer, stderr);
+  std::unique_ptr<Tokenizer> tokenizer;
+  PrepareSummary s;
+  if (ids.format == "text") {
+    TSTL_CHECK(!vm.count("vocab-size") && !vm.count("eos-id") && vm["input-dtype"].defaulted(),
+               "--vocab-size, --eos-id and --input-dtype are for --format megatron|tokens");
+    tokenizer = make_tokenizer(tokenizer_spec);
+    s = prepare_token_file(options, *tokenizer, stderr);
+  } else {
+    TSTL_CHECK(ids.format == "megatron" || ids.format == "tokens", "--format '", ids.format,
+               "' is not text, megatron or tokens");
+    TSTL_CHECK(options.inputs.size() == 1, "--format ", ids.format, " takes one --input, got ", options.inputs.size());
+    TSTL_CHECK(!vm.count("val-documents"), "--val-documents is for text inputs; use --val-fraction");
+    TSTL_CHECK(ids.format == "tokens" || vm["input-dtype"].defaulted(),
+               "--input-dtype is for --format tokens (a Megatron index names its dtype)");
+    TSTL_CHECK(vm["input-dtype"].defaulted() || options.inputs[0].size() < 4 ||
+                   options.inputs[0].compare(options.inputs[0].size() - 4, 4, ".npy") != 0,
+               "--input-dtype is for raw files; a .npy file names its dtype");
+    tokenizer = tokenizer_of_ids(tokenizer_spec, vm, vocab_size, eos_id);
+    ids.input = options.inputs[0];
+    ids.output = options.output;
+    ids.val_fraction = options.val_fraction;
+    ids.max_documents = options.max_documents;
+    ids.token_dtype = options.token_dtype;
+    s = prepare_external_tokens(ids, *tokenizer, stderr);
+  }
   std::printf("wrote %s: tokenizer %s, %s tokens, EOS %d after each document\n", options.output.c_str(),
               tokenizer->identity().c_str(), s.token_dtype.c_str(), tokenizer->eos_id());
   std::printf("  split documents        tokens    text bytes  bytes/token\n");

@@ -11,7 +11,7 @@ namespace po = boost::program_options;
 namespace tstl {
 
 int command_eval_passkey(const Args& args) {
-  std::string checkpoint, lengths_text, json_path;
+  std::string tokenizer_spec, checkpoint, lengths_text, json_path;
   ScalingArguments scaling_args;
   PasskeyOptions options;
   po::options_description desc("tstl eval passkey options");
@@ -23,17 +23,18 @@ int command_eval_passkey(const Args& args) {
       ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(8), "longest continuation");
   add_scaling_options(desc, scaling_args);
   desc.add_options()("json", po::value(&json_path)->required(), "write the results here");
+  add_tokenizer_option(desc, tokenizer_spec);
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl eval passkey --checkpoint PATH --lengths 128,256,... [--cases 100] [--seed S] "
-                          "[--scaling METHOD:FACTOR] [--logn] --json OUT"))
+                          "[--scaling METHOD:FACTOR] [--logn] [--tokenizer SPEC] --json OUT"))
     return 0;
   options.lengths = parse_int_list(lengths_text, "--lengths");
-  const InferenceModel model = load_for_inference(checkpoint, scaling_args);
+  const InferenceModel model = load_for_inference(checkpoint, scaling_args, tokenizer_spec);
   std::printf("eval passkey: %s, %lld cases per length, seed %llu\n", describe(model).c_str(),
               static_cast<long long>(options.cases), static_cast<unsigned long long>(options.seed));
   std::printf("%8s %8s %8s %9s  %s\n", "length", "cases", "correct", "accuracy", "first answer");
-  const Continuation continuation = decoder_continuation(*model.loaded.model, model.forward);
+  const Continuation continuation = decoder_continuation(*model.loaded.model, model.forward, model.tokenizer->vocab_size());
   size_t lengths_done = 0;  // names the length that runs out of memory
   const auto results = with_memory_message(options.lengths, lengths_done, model.config(), [&] {
     return evaluate_passkey(*model.tokenizer, continuation, options, [&](const PasskeyResult& r) {

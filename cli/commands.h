@@ -20,5 +20,6 @@ int command_eval_passkey(const Args& args);
 int command_eval_attention(const Args& args);
 int command_generate(const Args& args);
 int command_report(const Args& args);
+int command_export(const Args& args);  // tstl export hf
 
 }  // namespace tstl

@@ -20,12 +20,14 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"prepare", "tokenize text into an HDF5 token file", tstl::command_prepare},
+    {"prepare", "tokenize text (or convert Megatron/flat token files) into an HDF5 token file", tstl::command_prepare},
     {"tokenizer", "train a SentencePiece tokenizer; show or try one", tstl::command_tokenizer},
     {"train", "train a model: tstl train --config FILE [--section.key value ...]", tstl::command_train},
     {"eval", "evaluate a checkpoint: eval ppl | eval passkey | eval attention", tstl::command_eval},
     {"generate", "continue a prompt with a checkpoint (KV cache, seeded sampling)", tstl::command_generate},
     {"report", "tables and plots of eval results: tstl report RUN_OR_JSON... --output DIR", tstl::command_report},
+    {"export", "a rope checkpoint as a Hugging Face GPT-NeoX model: tstl export hf --checkpoint PATH --output DIR",
+     tstl::command_export},
     {"info", "parameter counts, FLOPs per token and training memory of a config", tstl::command_info},
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
 };

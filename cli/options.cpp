@@ -51,10 +51,17 @@ void add_scaling_options(po::options_description& desc, ScalingArguments& scalin
       ("logn", po::bool_switch(&scaling.logn), "log-n query scaling at inference (RoPE family)");
 }
 
-InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling) {
+void add_tokenizer_option(po::options_description& desc, std::string& spec) {
+  desc.add_options()("tokenizer", po::value(&spec),
+                     "spm:MODEL | hf:tokenizer.json | byte: the checkpoint's tokenizer when its file moved, or the "
+                     "text form of a model trained on external:NAME ids");
+}
+
+InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling,
+                                  const std::string& tokenizer_spec) {
   InferenceScaling parsed = parse_scaling(scaling.spec);
   parsed.logn = scaling.logn;
-  return load_for_inference(checkpoint, parsed);
+  return load_for_inference(checkpoint, parsed, tokenizer_spec);
 }
 
 void fail_out_of_memory(int64_t length, const ModelConfig& model) {

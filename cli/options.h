@@ -43,8 +43,11 @@ struct ScalingArguments {
 // Adds --scaling (with `scaling_help`) and --logn to `desc`.
 void add_scaling_options(boost::program_options::options_description& desc, ScalingArguments& scaling,
                          const char* scaling_help = "METHOD:FACTOR (see tstl eval ppl --help)");
-// Loads `checkpoint` for inference with the scaling given on the command line.
-InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling);
+// Adds --tokenizer SPEC: the text form of a checkpoint's ids (eval/inference_model.h tokenizer_for).
+void add_tokenizer_option(boost::program_options::options_description& desc, std::string& spec);
+// Loads `checkpoint` for inference with the scaling (and tokenizer, when given) of the command line.
+InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling,
+                                  const std::string& tokenizer_spec = "");
 
 // Runs `evaluate` (the evaluation of `length`); running out of memory (std::bad_alloc, or a size
 // no container can hold) becomes an error naming the length and the memory a forward of that

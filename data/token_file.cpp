@@ -256,6 +256,12 @@ TokenSplit TokenFile::split(const std::string& name) const {
   return split;
 }
 
+std::unique_ptr<Tokenizer> tokenizer_for_file(const std::string& spec, const TokenFile& file) {
+  if (!is_external_tokenizer(spec)) return make_tokenizer_for_config(spec);
+  return make_external_tokenizer(spec.substr(std::string(kExternalTokenizerPrefix).size()), file.vocab_size(),
+                                 file.eos_id(), file.bos_id(), file.pad_id());
+}
+
 void check_tokenizer_matches(const TokenFile& file, const Tokenizer& tokenizer) {
   TSTL_CHECK(file.tokenizer_identity() == tokenizer.identity(), "token file '", file.path(), "' was written with tokenizer '",
              file.tokenizer_identity(), "' but the tokenizer in use is '", tokenizer.identity(),

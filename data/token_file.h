@@ -94,6 +94,11 @@ class TokenFile {
   int32_t eos_id_ = -1, bos_id_ = -1, pad_id_ = -1;
 };
 
+// The tokenizer that data.tokenizer names, for this file: "external:NAME" (ids prepared by another
+// toolkit) takes the file's vocabulary size and special ids; any other spec is read as
+// make_tokenizer_for_config() reads it. check_tokenizer_matches() still applies.
+std::unique_ptr<Tokenizer> tokenizer_for_file(const std::string& spec, const TokenFile& file);
+
 // Throws when the file was written with another tokenizer, naming both identities.
 void check_tokenizer_matches(const TokenFile& file, const Tokenizer& tokenizer);
 

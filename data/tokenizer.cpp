@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -10,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/hf_tokenizer.h"
 #include "data/text_input.h"
 
 namespace tstl {
@@ -91,6 +93,34 @@ class SpmTokenizer final : public Tokenizer {
   std::string identity_;
 };
 
+class ExternalTokenizer final : public Tokenizer {
+ public:
+  ExternalTokenizer(std::string name, int64_t vocab_size, int32_t eos_id, int32_t bos_id, int32_t pad_id)
+      : identity_(kExternalTokenizerPrefix + name), vocab_size_(vocab_size), eos_(eos_id), bos_(bos_id), pad_(pad_id) {
+    TSTL_CHECK(!name.empty(), "an external tokenizer needs a name (external:NAME, e.g. external:gpt-neox-20b)");
+    TSTL_CHECK(vocab_size > 0 && vocab_size <= INT32_MAX, "tokenizer '", identity_, "': vocabulary size ", vocab_size,
+               " is not in 1..", INT32_MAX);
+    TSTL_CHECK(eos_id >= -1 && eos_id < vocab_size, "tokenizer '", identity_, "': eos id ", eos_id,
+               " is outside the vocabulary of ", vocab_size);
+  }
+  std::vector<int32_t> encode(const std::string&) const override { TSTL_FAIL(no_text()); }
+  std::string decode(const std::vector<int32_t>&) const override { TSTL_FAIL(no_text()); }
+  int64_t vocab_size() const override { return vocab_size_; }
+  int32_t bos_id() const override { return bos_; }
+  int32_t eos_id() const override { return eos_; }
+  int32_t pad_id() const override { return pad_; }
+  std::string identity() const override { return identity_; }
+
+ private:
+  std::string no_text() const {
+    return str("tokenizer '", identity_, "' has no text form (the tokens were prepared by another toolkit): give ",
+               "--tokenizer spm:MODEL or hf:tokenizer.json with the vocabulary the data was tokenized with");
+  }
+  std::string identity_;
+  int64_t vocab_size_;
+  int32_t eos_, bos_, pad_;
+};
+
 // Feeds SentencePiece's trainer the non-blank lines of the documents, long lines cut at spaces
 // (the trainer drops sentences longer than max_sentence_length).
 class LineIterator final : public sentencepiece::SentenceIterator {
@@ -134,12 +164,22 @@ class LineIterator final : public sentencepiece::SentenceIterator {
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   if (spec.rfind("spm:", 0) == 0 && spec.size() > 4) return std::make_unique<SpmTokenizer>(spec.substr(4));
-  TSTL_FAIL("unknown tokenizer '", spec, "': expected 'byte' or 'spm:PATH' (a SentencePiece .model file)");
+  if (spec.rfind("hf:", 0) == 0 && spec.size() > 3) return make_hf_tokenizer(spec.substr(3));
+  TSTL_CHECK(!is_external_tokenizer(spec), "tokenizer '", spec, "' is external: its vocabulary size comes from the token ",
+             "file (`tstl prepare --format megatron|tokens` records it), not from the spec alone");
+  TSTL_FAIL("unknown tokenizer '", spec, "': expected 'byte', 'spm:PATH' (a SentencePiece .model file) or 'hf:PATH' "
+            "(a Hugging Face byte-level BPE tokenizer.json)");
+}
+
+std::unique_ptr<Tokenizer> make_external_tokenizer(const std::string& name, int64_t vocab_size, int32_t eos_id,
+                                                   int32_t bos_id, int32_t pad_id) {
+  return std::make_unique<ExternalTokenizer>(name, vocab_size, eos_id, bos_id, pad_id);
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer) {
-  const bool spec = data_tokenizer == "byte" || data_tokenizer.rfind("spm:", 0) == 0;
-  return make_tokenizer(spec ? data_tokenizer : "spm:" + data_tokenizer);
+  for (const char* prefix : {"spm:", "hf:", kExternalTokenizerPrefix})
+    if (data_tokenizer.rfind(prefix, 0) == 0) return make_tokenizer(data_tokenizer);
+  return make_tokenizer(data_tokenizer == "byte" ? data_tokenizer : "spm:" + data_tokenizer);
 }
 
 std::string train_spm(const SpmTrainOptions& options, const std::string& output) {

@@ -21,15 +21,25 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;
   virtual int32_t pad_id() const = 0;  // -1 when the model has none
-  // "byte:259" or "spm:<vocab>:<fnv64 hex of the model file>".
+  // "byte:259", "spm:<vocab>:<fnv64 hex of the model file>", "hf:<vocab>:<fnv64 hex of the
+  // tokenizer.json>" or "external:NAME".
   virtual std::string identity() const = 0;
 };
 
-// spec: "byte" or "spm:PATH" (a SentencePiece .model file).
+// spec: "byte", "spm:PATH" (a SentencePiece .model file) or "hf:PATH" (a Hugging Face byte-level
+// BPE tokenizer.json, data/hf_tokenizer.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
-// The tokenizer of a `data.tokenizer` config value, which may also name a model file without
-// the "spm:" prefix.
+// The tokenizer of a `data.tokenizer` config value: as make_tokenizer, and a bare path means
+// "spm:PATH" (external:NAME needs its token file: tokenizer_for_file in data/token_file.h).
 std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer);
+
+// A vocabulary without a text form: token ids prepared by another toolkit (`tstl prepare
+// --format megatron|tokens`), identity "external:NAME". It knows its size and special ids;
+// encode and decode throw, naming the tokenizer, and say how to supply one that has text.
+std::unique_ptr<Tokenizer> make_external_tokenizer(const std::string& name, int64_t vocab_size, int32_t eos_id,
+                                                   int32_t bos_id = -1, int32_t pad_id = -1);
+inline constexpr const char* kExternalTokenizerPrefix = "external:";
+inline bool is_external_tokenizer(const std::string& identity) { return identity.rfind(kExternalTokenizerPrefix, 0) == 0; }
 
 // FNV-1a, 64 bits, as 16 lower-case hex digits.
 std::string fnv64_hex(const std::string& bytes);

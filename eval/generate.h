@@ -16,6 +16,9 @@ struct SamplingOptions {
   int64_t top_k = 0;       // 0: the whole vocabulary
   uint64_t seed = 0;       // Philox stream; token i of a generation uses counter i
   int32_t stop_token = -1; // generation ends after emitting it (-1: none)
+  // > 0: only ids below it are generated, for a tokenizer smaller than the model's vocabulary
+  // (the text form of external ids, a padded embedding); 0: the model's whole vocabulary.
+  int64_t vocab_limit = 0;
 };
 
 // The next token from one row of logits (vocab entries): argmax at temperature 0, else a draw

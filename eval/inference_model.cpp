@@ -98,8 +98,24 @@ ForwardOptions forward_options_for(const ModelConfig& model, const InferenceScal
   return options;
 }
 
-std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path) {
+std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path,
+                                         const std::string& tokenizer_spec) {
+  const int64_t model_vocab = loaded.model->config().vocab_size;
+  if (!tokenizer_spec.empty()) {
+    auto tokenizer = make_tokenizer_for_config(tokenizer_spec);
+    if (is_external_tokenizer(loaded.tokenizer))
+      TSTL_CHECK(tokenizer->vocab_size() <= model_vocab, "--tokenizer ", tokenizer_spec, " has ", tokenizer->vocab_size(),
+                 " ids, more than the vocabulary of ", model_vocab, " that ", checkpoint_path, " was trained on (",
+                 loaded.tokenizer, ")");
+    else
+      TSTL_CHECK(loaded.tokenizer.empty() || loaded.tokenizer == tokenizer->identity(), checkpoint_path,
+                 ": the checkpoint was trained with tokenizer ", loaded.tokenizer, ", but --tokenizer '", tokenizer_spec,
+                 "' is ", tokenizer->identity());
+    return tokenizer;
+  }
   const std::string spec = loaded.config.get<std::string>("data.tokenizer");
+  if (is_external_tokenizer(spec))
+    return make_external_tokenizer(spec.substr(std::string(kExternalTokenizerPrefix).size()), model_vocab, -1);
   auto tokenizer = make_tokenizer_for_config(spec);
   TSTL_CHECK(loaded.tokenizer.empty() || loaded.tokenizer == tokenizer->identity(), checkpoint_path,
              ": the checkpoint was trained with tokenizer ", loaded.tokenizer, ", but data.tokenizer '", spec,
@@ -107,13 +123,14 @@ std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::s
   return tokenizer;
 }
 
-InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling) {
+InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling,
+                                  const std::string& tokenizer_spec) {
   InferenceModel m;
   m.checkpoint = checkpoint;
   m.loaded = load_model(checkpoint);
   m.scaling = scaling;
   m.forward = forward_options_for(m.config(), m.scaling);
-  m.tokenizer = tokenizer_for(m.loaded, checkpoint);
+  m.tokenizer = tokenizer_for(m.loaded, checkpoint, tokenizer_spec);
   return m;
 }
 

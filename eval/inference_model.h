@@ -36,9 +36,13 @@ std::string scaling_label(const InferenceScaling& scaling);
 // error naming both.
 ForwardOptions forward_options_for(const ModelConfig& model, const InferenceScaling& scaling);
 
-// The tokenizer named by the checkpoint's data.tokenizer ("byte" or a SentencePiece model path);
-// an error when its identity differs from the one the checkpoint stores.
-std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path);
+// The tokenizer named by the checkpoint's data.tokenizer (byte, a SentencePiece model path, hf:PATH),
+// or by `tokenizer_spec` when given (a moved model file); an error when its identity differs from
+// the one the checkpoint stores. A checkpoint trained on external:NAME ids gets an external
+// tokenizer of the model's vocabulary, whose encode/decode refuse with a message, unless
+// `tokenizer_spec` gives the text form of those ids (at most the model's vocabulary).
+std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path,
+                                         const std::string& tokenizer_spec = "");
 
 // A checkpoint ready for inference: its model, its tokenizer and the forward options of the
 // inference-time scaling asked for.
@@ -52,7 +56,8 @@ struct InferenceModel {
 };
 // Loads `checkpoint`, resolves `scaling` against its variant (errors as forward_options_for)
 // and builds its tokenizer (errors as tokenizer_for).
-InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling);
+InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling,
+                                  const std::string& tokenizer_spec = "");
 
 // A lower estimate of the memory of one inference forward of `tokens` tokens (f32): the weights,
 // plus per token the logits, the MLP's hidden layer, the attention's q, k, v and output, the

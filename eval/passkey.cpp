@@ -9,10 +9,11 @@
 
 namespace tstl {
 
-Continuation decoder_continuation(const Decoder& model, const ForwardOptions& base) {
-  return [&model, base](const std::vector<int32_t>& prompt, int64_t max_new, const StopPredicate& stop) {
+Continuation decoder_continuation(const Decoder& model, const ForwardOptions& base, int64_t vocab_limit) {
+  return [&model, base, vocab_limit](const std::vector<int32_t>& prompt, int64_t max_new, const StopPredicate& stop) {
     SamplingOptions greedy;
     greedy.max_tokens = max_new;
+    greedy.vocab_limit = vocab_limit;
     return generate(model, prompt, greedy, base, stop);
   };
 }

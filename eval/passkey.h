@@ -21,8 +21,9 @@ namespace tstl {
 using Continuation = std::function<std::vector<int32_t>(const std::vector<int32_t>& prompt, int64_t max_new,
                                                         const StopPredicate& stop)>;
 
-// Greedy decoding of `model` with the KV cache under `base` (the scaling).
-Continuation decoder_continuation(const Decoder& model, const ForwardOptions& base = {});
+// Greedy decoding of `model` with the KV cache under `base` (the scaling), over ids below
+// vocab_limit when it is > 0 (SamplingOptions::vocab_limit).
+Continuation decoder_continuation(const Decoder& model, const ForwardOptions& base = {}, int64_t vocab_limit = 0);
 
 // The first maximal run of exactly 5 ASCII digits in `text` that is complete (followed by a
 // non-digit, or at the end when `finished`); "" when there is none yet.

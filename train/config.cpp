@@ -43,7 +43,7 @@ std::vector<ConfigKey> make_schema() {
       {"model.logn", T::Bool, "false", "scale attention logits by log(n)/log(train_len) beyond train_len", {}},
       // [data]
       {"data.path", T::String, "", "HDF5 token file made by `tstl prepare` (required to train)", {}},
-      {"data.tokenizer", T::String, "byte", "tokenizer identity: `byte` or the path of a SentencePiece model", {}},
+      {"data.tokenizer", T::String, "byte", "tokenizer: `byte`, a SentencePiece model path, `hf:tokenizer.json`, or `external:NAME` (ids prepared by another toolkit)", {}},
       {"data.passkey_fraction", T::Float, "0", "fraction of training samples replaced by passkey prompts", {}},
       // [train]
       {"train.out_dir", T::String, "runs/default", "run directory: config.cfg, metrics.jsonl, checkpoints/", {}},
@@ -55,6 +55,7 @@ std::vector<ConfigKey> make_schema() {
       {"train.max_tokens", T::Int, "0", "stop once this many training tokens were seen; 0: no limit", {}},
       {"train.stop_at", T::Int, "0", "save and stop after this step as if interrupted, schedule unchanged; 0: off", {}},
       {"train.log_every", T::Int, "1", "steps between metrics lines", {}},
+      {"train.tensorboard", T::Bool, "false", "also write the logged scalars as a TensorBoard event file in out_dir", {}},
       {"train.eval_every", T::Int, "100", "steps between validation evaluations; 0: only at the end", {}},
       {"train.eval_batches", T::Int, "20", "validation micro-batches per evaluation", {}},
       {"train.save_every", T::Int, "500", "steps between checkpoints; 0: only at the end and on a stop", {}},

@@ -33,6 +33,7 @@ TrainConfig train_config_from(const Config& cfg) {
   t.max_tokens = cfg.get<int64_t>("train.max_tokens");
   t.stop_at = cfg.get<int64_t>("train.stop_at");
   t.log_every = std::max<int64_t>(1, cfg.get<int64_t>("train.log_every"));
+  t.tensorboard = cfg.get<bool>("train.tensorboard");
   t.eval_every = cfg.get<int64_t>("train.eval_every");
   t.eval_batches = cfg.get<int64_t>("train.eval_batches");
   t.save_every = cfg.get<int64_t>("train.save_every");

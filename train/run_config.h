@@ -17,7 +17,7 @@ namespace tstl {
 
 struct DataConfig {
   std::string path;
-  std::string tokenizer;  // data.tokenizer as given: "byte" or a SentencePiece model (make_tokenizer_for_config)
+  std::string tokenizer;  // data.tokenizer as given: byte, a SentencePiece model, hf:PATH, external:NAME (tokenizer_for_file)
   double passkey_fraction = 0;
 };
 
@@ -30,6 +30,7 @@ struct TrainConfig {
   int64_t max_tokens = 0;  // 0: no limit
   int64_t stop_at = 0;     // 0: off
   int64_t log_every = 1;   // >= 1 (0 in the file means every step)
+  bool tensorboard = false;  // the logged scalars also as a TensorBoard event file (train/tensorboard.h)
   int64_t eval_every = 0, eval_batches = 0, save_every = 0, keep_last = 0, keep_every = 0;
   ResumeMode resume = ResumeMode::Auto;
   std::string init_from;

@@ -27,6 +27,7 @@
 #include "train/model_io.h"
 #include "train/run_config.h"
 #include "train/signals.h"
+#include "train/tensorboard.h"
 
 namespace tstl {
 
@@ -181,6 +182,7 @@ class Trainer {
   std::unique_ptr<GradBuckets> buckets_;  // world > 1 or ZeRO-1
   std::unique_ptr<CheckpointDir> checkpoints_;
   std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // when train.tensorboard
   std::unique_ptr<Progress> progress_;
   RunState state_;
   double peak_gflops_ = 0, flops_per_token_ = 0;
@@ -204,8 +206,8 @@ void Trainer::open_data() {
   const std::string& path = data_.path;
   TSTL_CHECK(!path.empty(), "data.path is not set: make a token file with `tstl prepare` and pass --data.path FILE.h5");
   TSTL_CHECK(fs::exists(path), "data.path: token file '", path, "' does not exist (make it with `tstl prepare`)");
-  tokenizer_ = make_tokenizer_for_config(data_.tokenizer);
   file_.open(path);
+  tokenizer_ = tokenizer_for_file(data_.tokenizer, file_);
   check_tokenizer_matches(file_, *tokenizer_);
   train_split_ = file_.split("train");
   if (file_.has_split("val")) val_split_ = file_.split("val");
@@ -430,7 +432,10 @@ void Trainer::start_metrics() {
   }
   peak_gflops_ *= world();  // MFU of the job: every rank's peak
   flops_per_token_ = model_cost(model_->config(), train_.batch_size, train_.seq_len).flops_per_token;
-  if (lead()) metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);
+  if (lead()) {
+    metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);
+    if (train_.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(train_.out_dir, state_.step);
+  }
   progress_ = std::make_unique<Progress>(state_.step, train_.max_steps);
   install_stop_handlers();
   clear_stop_request();
@@ -545,6 +550,7 @@ bool Trainer::after_step(StepMetrics& m) {
   progress_->update(state_.step);
   if (lead() && (state_.step % train_.log_every == 0 || m.val_loss || last)) {
     metrics_->write(m);
+    if (tensorboard_) tensorboard_->write(m);
     std::printf("%s | %s\n", format_step_line(m, train_.max_steps).c_str(), progress_->str().c_str());
     std::fflush(stdout);
   }

@@ -146,6 +146,29 @@ TEST(Generate, StopsOnTheStopTokenAndThePredicate) {
   EXPECT_THROW(generate(model, {}, s), Error);
 }
 
+// vocab_limit keeps generation within a smaller tokenizer's ids: the greedy choice among them.
+TEST(Generate, VocabLimitRestrictsTheIds) {
+  const ModelConfig c = tiny_config(Variant::Rope);
+  Decoder model(c, DType::F64);
+  model.initialize(7);
+  SamplingOptions s;
+  s.max_tokens = 6;
+  const std::vector<int32_t> unlimited = generate(model, {1, 2, 3}, s);
+  const int32_t limit = *std::min_element(unlimited.begin(), unlimited.end());
+  ASSERT_GT(limit, 1) << "the unlimited run must pick ids the limit excludes";
+  s.vocab_limit = limit;
+  const std::vector<int32_t> limited = generate(model, {1, 2, 3}, s);
+  ASSERT_EQ(limited.size(), 6u);
+  NoGradGuard no_grad;
+  std::vector<int32_t> seq = {1, 2, 3};
+  for (int32_t token : limited) {
+    const int64_t n = static_cast<int64_t>(seq.size());
+    const std::vector<double> row = narrow(model.forward(Tensor::from_vector(seq, {1, n})), 1, n - 1, 1).to_vector<double>();
+    EXPECT_EQ(token, std::max_element(row.begin(), row.begin() + limit) - row.begin());
+    seq.push_back(token);
+  }
+}
+
 TEST(SampleToken, GreedyTopKAndSeededDraws) {
   const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 1.9f, 2.0f};
   SamplingOptions s;
