@@ -64,7 +64,7 @@ std::vector<ConfigKey> make_schema() {
       {"train.skip_nonfinite", T::Bool, "false", "skip steps whose loss or gradient is not finite instead of stopping", {}},
       {"train.threads", T::Int, "0", "CPU threads (OpenMP, BLAS); 0: all cores", {}},
       {"train.device", T::Enum, "cpu", "where the model trains: cpu, or cuda (f32 on the first GPU; the kernels share the CPU's math)", {"cpu", "cuda"}},
-      {"train.cpu_peak_gflops", T::Float, "0", "CPU peak for MFU in GFLOP/s; 0: measured once at startup", {}},
+      {"train.peak_flops", T::Float, "0", "peak FLOP/s for MFU; 0: on the CPU the cached `tstl bench peak` (measured once per machine), on a GPU the device table", {}},
       // [optim]
       {"optim.lr", T::Float, "0.0001", "peak learning rate", {}},
       {"optim.min_lr", T::Float, "1e-05", "learning rate at and after max_steps", {}},

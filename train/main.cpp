@@ -25,6 +25,7 @@ const Command kCommands[] = {
     {"generate", "continue a prompt with a checkpoint (KV cache, seeded sampling)", tstl::command_generate},
     {"report", "tables and plots of eval results: tstl report RUN_OR_JSON... --output DIR", tstl::command_report},
     {"info", "parameter counts, FLOPs per token and training memory of a config", tstl::command_info},
+    {"bench", "measure this machine: bench peak (the sgemm peak that MFU divides by, cached)", tstl::command_bench},
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
 };
 

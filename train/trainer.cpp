@@ -22,6 +22,7 @@
 #include "train/metrics.h"
 #include "train/model_config.h"
 #include "train/model_io.h"
+#include "train/peak_flops.h"
 #include "train/signals.h"
 
 namespace tstl {
@@ -332,12 +333,14 @@ int Trainer::run() {
   const int64_t log_every = std::max<int64_t>(1, cfg_.get<int64_t>("train.log_every"));
   const int64_t eval_every = cfg_.get<int64_t>("train.eval_every"), save_every = cfg_.get<int64_t>("train.save_every");
   const bool skip_nonfinite = cfg_.get<bool>("train.skip_nonfinite");
-  double peak_gflops = cfg_.get<double>("train.cpu_peak_gflops");
-  if (model_->device() == Device::CUDA) {
-    peak_gflops = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
-  } else if (peak_gflops <= 0) {
-    peak_gflops = measure_cpu_peak_gflops();
+  PeakFlops peak{cfg_.get<double>("train.peak_flops"), "configured (train.peak_flops)"};
+  if (model_->device() == Device::CUDA && peak.flops <= 0) {
+    peak = {gpu_peak_flops(cuda::device_name()), "the device's dense bf16 peak"};  // 0 for a device missing from the table
+  } else if (model_->device() == Device::CPU) {
+    peak = resolve_cpu_peak(peak.flops);
   }
+  std::printf("MFU against %.1f GFLOP/s: %s\n", peak.flops * 1e-9, peak.source.c_str());
+  const double peak_gflops = peak.flops * 1e-9;
   const double flops_per_token = model_cost(model_->config(), batch_, seq_len_).flops_per_token;
   const int64_t tokens_per_step = accum_ * batch_ * seq_len_;
 

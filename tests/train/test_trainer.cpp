@@ -47,7 +47,7 @@ std::string small_args(const std::string& out_dir) {
   return "train --config " + kSource + "/configs/small.cfg --data.path " + corpus_file() + " --train.out_dir " + out_dir +
          " --train.max_steps 40 --train.batch_size 1 --train.seq_len 32 --train.grad_accum 4 --train.log_every 1"
          " --train.eval_every 20 --train.eval_batches 2 --train.save_every 1000 --train.threads 2"
-         " --train.cpu_peak_gflops 100 --optim.warmup_steps 4";
+         " --train.peak_flops 1e11 --optim.warmup_steps 4";
 }
 
 std::vector<std::string> metric_lines(const std::string& run_dir) {
