@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench_util.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"

@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_util.h"
+#include "bench_util.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "train/config.h"
-#include "train/info.h"
+#include "train/model_cost.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
 #include "train/peak_flops.h"

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "train/json.h"
+#include "core/json.h"
 
 namespace fs = std::filesystem;
 

@@ -18,7 +18,7 @@
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
-#include "train/info.h"
+#include "train/model_cost.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
 #include "train/model_io.h"

@@ -9,7 +9,8 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "eval/eval_test_util.h"
-#include "train/generate.h"
+#include "eval/generate.h"
+#include "eval/inference_model.h"
 
 namespace tstl {
 namespace {

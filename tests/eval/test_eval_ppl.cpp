@@ -6,8 +6,9 @@
 
 #include "core/autograd.h"
 #include "eval/eval_test_util.h"
-#include "train/eval_ppl.h"
-#include "train/generate.h"
+#include "eval/ppl.h"
+#include "eval/generate.h"
+#include "eval/inference_model.h"
 
 namespace tstl {
 namespace {

@@ -9,8 +9,8 @@
 
 #include "data/tokenizer.h"
 #include "eval/eval_test_util.h"
-#include "train/eval_passkey.h"
-#include "train/report.h"
+#include "eval/passkey.h"
+#include "eval/report.h"
 
 namespace fs = std::filesystem;
 

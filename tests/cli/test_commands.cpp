@@ -12,7 +12,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/model_config.h"
-#include "train/report.h"
+#include "eval/report.h"
 
 namespace fs = std::filesystem;
 

@@ -11,7 +11,7 @@
 
 #include "data/tokenizer.h"
 #include "layers/decoder.h"
-#include "train/generate.h"
+#include "eval/generate.h"
 
 namespace tstl {
 

@@ -1,7 +1,6 @@
-// `tstl report`.
-#include "train/report.h"
+// The report of evaluation results: tables, plot data and plots.
+#include "eval/report.h"
 
-#include <boost/program_options.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,10 +16,8 @@
 #include <tuple>
 
 #include "core/error.h"
-#include "train/cli_util.h"
 
 namespace fs = std::filesystem;
-namespace po = boost::program_options;
 
 namespace tstl {
 
@@ -238,40 +235,6 @@ ReportOutcome write_report(const std::vector<std::string>& inputs, const std::st
   outcome.markdown = (fs::path(output_dir) / "report.md").string();
   write_text_file(outcome.markdown, md);
   return outcome;
-}
-
-int command_report(const Args& args) {
-  std::vector<std::string> inputs;
-  std::string output, python, script;
-  po::options_description desc("tstl report options");
-  desc.add_options()("help,h", "show this help")
-      ("input", po::value(&inputs)->multitoken(), "run directories (their eval/*.json) or eval JSON files")
-      ("output", po::value(&output)->required(), "the report directory (report.md, ppl.png, passkey.png)")
-      ("python", po::value(&python)->default_value("/usr/bin/python3"), "the Python with matplotlib")
-      ("plot-script", po::value(&script)->default_value(""), "scripts/plot_report.py (found automatically)");
-  po::positional_options_description positional;
-  positional.add("input", -1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(positional).run(), vm);
-    if (vm.count("help")) {
-      std::printf("usage: tstl report RUN_OR_JSON... --output DIR\n");
-      std::ostringstream s;
-      s << desc;
-      std::printf("%s\n", s.str().c_str());
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    TSTL_FAIL(e.what(), " (see --help)");
-  }
-  const ReportOutcome outcome = write_report(inputs, output, python, script);
-  std::printf("%s", read_whole_file(outcome.markdown).c_str());
-  if (!outcome.warning.empty()) std::fprintf(stderr, "tstl report: warning: %s\n", outcome.warning.c_str());
-  std::printf("wrote %s", outcome.markdown.c_str());
-  for (const std::string& p : outcome.plots) std::printf(", %s", p.c_str());
-  std::printf("\n");
-  return 0;
 }
 
 }  // namespace tstl

@@ -1,5 +1,5 @@
 // JSON in and out.
-#include "train/json.h"
+#include "core/json.h"
 
 #include <cmath>
 #include <cstdint>

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/commands.h"
+#include "cli/commands.h"
 
 namespace {
 

@@ -2,7 +2,7 @@
 
 #include "core/cuda_backend.h"
 #include "core/tensor.h"
-#include "train/commands.h"
+#include "cli/commands.h"
 
 namespace tstl {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "train/json.h"
+#include "core/json.h"
 
 namespace tstl {
 

@@ -1,7 +1,7 @@
 // `tstl train --config FILE [--section.key value ...]`.
 #include <cstdio>
 
-#include "train/cli_util.h"
+#include "cli/options.h"
 #include "train/config.h"
 #include "train/trainer.h"
 

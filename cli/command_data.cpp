@@ -7,7 +7,7 @@
 #include "data/prepare.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "train/cli_util.h"
+#include "cli/options.h"
 
 namespace po = boost::program_options;
 

@@ -1,4 +1,4 @@
-// Model cost accounting shared by `tstl info` and the trainer's MFU (formulas in train/info.cpp).
+// Model cost accounting shared by `tstl info` and the trainer's MFU (formulas in train/model_cost.cpp).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Command-line helpers shared by the subcommands of `tstl`.
-#include "train/cli_util.h"
+#include "cli/options.h"
 
 #include <boost/program_options.hpp>
 
@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "train/json.h"
 
 namespace po = boost::program_options;
 
@@ -69,32 +68,9 @@ void add_scaling_options(po::options_description& desc, ScalingArguments& scalin
 }
 
 InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling) {
-  InferenceModel m;
-  m.checkpoint = checkpoint;
-  m.loaded = load_model(checkpoint);
-  m.scaling = parse_scaling(scaling.spec);
-  m.scaling.logn = scaling.logn;
-  m.forward = forward_options_for(m.config(), m.scaling);
-  m.tokenizer = tokenizer_for(m.loaded, checkpoint);
-  return m;
-}
-
-std::string describe(const InferenceModel& m) {
-  const ModelConfig& mc = m.config();
-  return m.checkpoint + " (" + variant_name(mc.variant) + ", train_len " + std::to_string(mc.train_len) + ", step " +
-         std::to_string(m.loaded.step) + "), " + scaling_label(m.scaling);
-}
-
-void write_model_fields(JsonWriter& json, const InferenceModel& m) {
-  const ModelConfig& mc = m.config();
-  json.field("checkpoint", m.checkpoint);
-  json.field("step", static_cast<double>(m.loaded.step));
-  json.field("variant", variant_name(mc.variant));
-  json.field("train_len", static_cast<double>(mc.train_len));
-  json.field("method", scaling_label(m.scaling));
-  json.field("scaling_method", m.scaling.method);
-  json.field("scaling_factor", m.scaling.factor);
-  json.field("logn", m.scaling.logn);
+  InferenceScaling parsed = parse_scaling(scaling.spec);
+  parsed.logn = scaling.logn;
+  return load_for_inference(checkpoint, parsed);
 }
 
 }  // namespace tstl

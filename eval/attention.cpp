@@ -1,0 +1,118 @@
+// The attention maps of chosen layers, as JSON or HDF5.
+#include "eval/attention.h"
+
+#include "core/autograd.h"
+#include "core/hdf5.h"
+#include "core/json.h"
+#include "layers/attention_reference.h"
+
+namespace tstl {
+
+namespace {
+
+void write_matrix_json(JsonWriter& json, const Tensor& t) {  // t (H, N, N)
+  const std::vector<double> v = t.to_vector<double>();
+  const int64_t heads = t.size(0), rows = t.size(1), cols = t.size(2);
+  json.begin_array();
+  for (int64_t h = 0; h < heads; ++h) {
+    json.begin_array();
+    for (int64_t r = 0; r < rows; ++r)
+      json.number_array(std::vector<double>(v.begin() + (h * rows + r) * cols, v.begin() + (h * rows + r + 1) * cols));
+    json.end_array();
+  }
+  json.end_array();
+}
+
+void write_string_attribute(hid_t object, const char* name, const std::string& value) {
+  h5::Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), "attribute ", name));
+  H5_CHECK(H5Tset_size(type, value.size() + 1), "attribute ", name);
+  h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
+  h5::Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
+  H5_CHECK(H5Awrite(attr, type, value.c_str()), "attribute ", name);
+}
+
+template <class T>
+void write_dataset(hid_t parent, const std::string& name, hid_t mem_type, const std::vector<hsize_t>& dims,
+                   const T* data) {
+  h5::Handle space(H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "dataset ", name));
+  h5::Handle set(H5_CHECK(H5Dcreate2(parent, name.c_str(), mem_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                          "dataset ", name));
+  H5_CHECK(H5Dwrite(set, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "dataset ", name);
+}
+
+}  // namespace
+
+std::vector<LayerMaps> attention_maps(const InferenceModel& model, const std::vector<int32_t>& ids,
+                                      const std::vector<int64_t>& layers) {
+  const ModelConfig& mc = model.config();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  ForwardOptions forward = model.forward;
+  std::vector<AttentionCapture> capture;
+  forward.capture = &capture;
+  {
+    NoGradGuard no_grad;
+    model.loaded.model->forward(Tensor::from_vector(ids, {1, n}), forward);
+  }
+  TSTL_CHECK(static_cast<int64_t>(capture.size()) == mc.layers, "the decoder captured ", capture.size(),
+             " layers, expected ", mc.layers);
+  std::vector<LayerMaps> maps;
+  for (int64_t l : layers) {
+    const AttentionCapture& c = capture[static_cast<size_t>(l)];
+    const Shape hnn{mc.heads, n, n};
+    maps.push_back({l, attention_scores(c.q, c.k, c.options).to(DType::F32).reshape(hnn),
+                    attention_probabilities(c.q, c.k, c.options).to(DType::F32).reshape(hnn)});
+  }
+  return maps;
+}
+
+void write_attention_json(const std::string& path, const InferenceModel& model, const std::vector<int32_t>& ids,
+                          const std::vector<LayerMaps>& maps) {
+  const ModelConfig& mc = model.config();
+  JsonWriter json;
+  json.begin_object();
+  json.field("kind", "attention");
+  json.field("checkpoint", model.checkpoint);
+  json.field("variant", variant_name(mc.variant));
+  json.field("train_len", static_cast<double>(mc.train_len));
+  json.field("method", scaling_label(model.scaling));
+  json.key("tokens");
+  json.number_array(std::vector<double>(ids.begin(), ids.end()));
+  json.field("text", model.tokenizer->decode(ids));
+  json.key("layers");
+  json.begin_array();
+  for (const LayerMaps& m : maps) {
+    json.begin_object();
+    json.field("layer", static_cast<double>(m.layer));
+    json.key("scores");
+    write_matrix_json(json, m.scores);
+    json.key("probabilities");
+    write_matrix_json(json, m.probabilities);
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+  write_text_file(path, json.str() + "\n");
+}
+
+void write_attention_h5(const std::string& path, const InferenceModel& model, const std::vector<int32_t>& ids,
+                        const std::vector<LayerMaps>& maps) {
+  const ModelConfig& mc = model.config();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  h5::quiet();
+  h5::Handle file(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create ", path));
+  write_string_attribute(file, "format", "tstl-attention");
+  write_string_attribute(file, "checkpoint", model.checkpoint);
+  write_string_attribute(file, "variant", variant_name(mc.variant));
+  write_string_attribute(file, "method", scaling_label(model.scaling));
+  write_dataset(file, "tokens", H5T_NATIVE_INT32, {static_cast<hsize_t>(n)}, ids.data());
+  for (const LayerMaps& m : maps) {
+    const std::string group_name = "layer_" + std::to_string(m.layer);
+    h5::Handle group(H5_CHECK(H5Gcreate2(file, group_name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path,
+                              ": group ", group_name));
+    const std::vector<hsize_t> dims{static_cast<hsize_t>(mc.heads), static_cast<hsize_t>(n), static_cast<hsize_t>(n)};
+    write_dataset(group, "scores", H5T_NATIVE_FLOAT, dims, m.scores.data<float>());
+    write_dataset(group, "probabilities", H5T_NATIVE_FLOAT, dims, m.probabilities.data<float>());
+  }
+}
+
+}  // namespace tstl
