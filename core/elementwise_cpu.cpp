@@ -42,7 +42,8 @@ void sum_rows_cpu(const Tensor& x, Tensor& out) {
     const T* px = x.data<T>();
     T* po = out.data<T>();
     // Each column is summed over rows 0, 1, ..., R-1 in that order, whatever the thread count;
-    // walking the rows in the outer loop reads x contiguously (a column at a time strided by C).
+    // 64 columns advance together row by row, so x is read contiguously (one column at a time
+    // read it with a stride of C).
 #pragma omp parallel for schedule(static) if (cols * rows > 32768)
     for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
       const int64_t width = std::min(kBlock, cols - c0);
@@ -67,8 +68,9 @@ void scale_cpu(const Tensor& x, double s, Tensor& out) {
   });
 }
 
-// GELU: f32 through core/vec_math.h (vectorised; within 1.5e-7 relative of the exact x Phi(x)),
-// f64 through the exact TSTL_HD math of core/elementwise.h (gradient checks).
+// GELU: f32 through core/vec_math.h (vectorised; within a few 1e-6 relative of the exact
+// x Phi(x), tests/core/test_cpu_kernels.cpp), f64 through the exact TSTL_HD math of
+// core/elementwise.h (gradient checks).
 namespace {
 template <class T>
 TSTL_ALWAYS_INLINE void gelu_value_and_derivative(T x, T& value, T& derivative) {
@@ -77,6 +79,14 @@ TSTL_ALWAYS_INLINE void gelu_value_and_derivative(T x, T& value, T& derivative) 
   } else {
     value = gelu_value(x);
     derivative = gelu_derivative(x);
+  }
+}
+template <class T>
+TSTL_ALWAYS_INLINE T gelu_derivative_of(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vec::gelu_derivative_f32(x);
+  } else {
+    return gelu_derivative(x);
   }
 }
 template <class T>
@@ -108,16 +118,14 @@ void gelu_backward_cpu(const Tensor& x, const Tensor& dy, Tensor& dx) {
     const T* pdy = dy.data<T>();
     T* pdx = dx.data<T>();
 #pragma omp parallel for schedule(static) if (n > 8192)
-    for (int64_t i = 0; i < n; ++i) {
-      T value, derivative;
-      gelu_value_and_derivative(px[i], value, derivative);
-      pdx[i] = pdy[i] * derivative;
-    }
+    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * gelu_derivative_of(px[i]);
   });
 }
 
 void bias_gelu_forward_cpu(Tensor& h, const Tensor& bias, Tensor& y) {
   const int64_t cols = bias.numel(), rows = cols ? h.numel() / cols : 0;
+  TSTL_CHECK(cols > 0 ? h.numel() % cols == 0 : h.numel() == 0, "bias_gelu_forward: ", cols,
+             " biases do not tile ", h.numel(), " values");
   visit_float(h.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* ph = h.data<T>();

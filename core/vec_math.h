@@ -59,7 +59,12 @@ TSTL_ALWAYS_INLINE float normal_cdf_f32(float x) {
 // GELU x Phi(x).
 TSTL_ALWAYS_INLINE float gelu_f32(float x) { return x * normal_cdf_f32(x); }
 
-// GELU and its derivative Phi(x) + x phi(x), phi(x) = e^{-x^2/2} / sqrt(2 pi).
+// GELU's derivative Phi(x) + x phi(x), phi(x) = e^{-x^2/2} / sqrt(2 pi).
+TSTL_ALWAYS_INLINE float gelu_derivative_f32(float x) {
+  return normal_cdf_f32(x) + x * exp_f32(-0.5f * x * x) * 0.39894228040143267794f;
+}
+
+// GELU and its derivative from one evaluation of Phi.
 TSTL_ALWAYS_INLINE void gelu_and_derivative_f32(float x, float& value, float& derivative) {
   const float cdf = normal_cdf_f32(x);
   value = x * cdf;

@@ -42,6 +42,7 @@ TEST(VecMath, GeluRelativeErrorAcrossTheRange) {
     float value, derivative;
     vec::gelu_and_derivative_f32(x, value, derivative);
     EXPECT_EQ(value, vec::gelu_f32(x)) << x;
+    EXPECT_EQ(derivative, vec::gelu_derivative_f32(x)) << x;
     if (ref == 0) continue;
     const double rel = std::fabs(value - ref) / std::fabs(ref);
     (x >= -5 ? worst_core : worst_tail) = std::max(x >= -5 ? worst_core : worst_tail, rel);

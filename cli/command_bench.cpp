@@ -3,9 +3,9 @@
 #include <boost/program_options.hpp>
 #include <cstdio>
 
+#include "cli/commands.h"
+#include "cli/options.h"
 #include "core/error.h"
-#include "train/cli_util.h"
-#include "train/commands.h"
 #include "train/peak_flops.h"
 
 namespace tstl {
