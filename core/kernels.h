@@ -31,12 +31,12 @@ TSTL_DECLARE_KERNEL(void, binary, Binary op, const Tensor& a, const Tensor& b, T
 // out (C) = sum over rows of x (R, C): the backward of a broadcast row.
 TSTL_DECLARE_KERNEL(void, sum_rows, const Tensor& x, Tensor& out)
 TSTL_DECLARE_KERNEL(void, scale, const Tensor& x, double s, Tensor& out)
-TSTL_DECLARE_KERNEL(void, gelu_forward, const Tensor& x, Tensor& y)
-TSTL_DECLARE_KERNEL(void, gelu_backward, const Tensor& x, const Tensor& dy, Tensor& dx)
 // h (R, F) += bias (F) in place, then y = gelu(h): the MLP's first bias and activation in one pass.
 TSTL_DECLARE_KERNEL(void, bias_gelu_forward, Tensor& h, const Tensor& bias, Tensor& y)
 // y = gelu(x) and dx = dy gelu'(x) in one pass: the MLP backward needs both (y for dW_out).
 TSTL_DECLARE_KERNEL(void, gelu_with_backward, const Tensor& x, const Tensor& dy, Tensor& y, Tensor& dx)
+TSTL_DECLARE_KERNEL(void, gelu_forward, const Tensor& x, Tensor& y)
+TSTL_DECLARE_KERNEL(void, gelu_backward, const Tensor& x, const Tensor& dy, Tensor& dx)
 // out (scalar) = sum of x, accumulated in double.
 TSTL_DECLARE_KERNEL(void, sum_all, const Tensor& x, Tensor& out)
 // out = value of the one-element tensor s times `factor`, everywhere: backward of sum and mean.
