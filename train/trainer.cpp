@@ -339,7 +339,11 @@ int Trainer::run() {
   } else if (model_->device() == Device::CPU) {
     peak = resolve_cpu_peak(peak.flops);
   }
-  std::printf("MFU against %.1f GFLOP/s: %s\n", peak.flops * 1e-9, peak.source.c_str());
+  if (peak.flops > 0) {
+    std::printf("MFU against %.1f GFLOP/s: %s\n", peak.flops * 1e-9, peak.source.c_str());
+  } else {
+    std::printf("MFU: not computed, %s is not in the table (set train.peak_flops)\n", cuda::device_name().c_str());
+  }
   const double peak_gflops = peak.flops * 1e-9;
   const double flops_per_token = model_cost(model_->config(), batch_, seq_len_).flops_per_token;
   const int64_t tokens_per_step = accum_ * batch_ * seq_len_;
