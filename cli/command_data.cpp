@@ -54,64 +54,74 @@ int command_prepare(const Args& args) {
   return 0;
 }
 
+namespace {
+
+const char* kTokenizerUsage =
+    "usage: tstl tokenizer train --input PATH... --vocab-size N --output tok.model [--model-type bpe|unigram]\n"
+    "                            [--normalization identity|nmt_nfkc] [--max-sentences N] [--seed S]\n"
+    "       tstl tokenizer info --tokenizer byte|spm:FILE\n"
+    "       tstl tokenizer encode --tokenizer byte|spm:FILE --text TEXT\n"
+    "       tstl tokenizer check --tokenizer byte|spm:FILE --tokens FILE.h5   (fails unless the file was written with it)";
+
+int tokenizer_train(const Args& args) {
+  SpmTrainOptions options;
+  std::string output;
+  po::options_description desc("tstl tokenizer train options");
+  desc.add_options()("help,h", "show this help")
+      ("input", po::value(&options.inputs)->multitoken()->required(), "text inputs, as for tstl prepare")
+      ("vocab-size", po::value(&options.vocab_size)->required(), "number of pieces (> 260)")
+      ("output", po::value(&output)->required(), "the .model file to write")
+      ("model-type", po::value(&options.model_type)->default_value("bpe"), "bpe | unigram")
+      ("normalization", po::value(&options.normalization)->default_value("identity"), "identity | nmt_nfkc")
+      ("max-sentences", po::value(&options.max_sentences)->default_value(2000000), "lines sampled for training")
+      ("seed", po::value(&options.seed)->default_value(1), "SentencePiece's random seed");
+  po::variables_map vm;
+  if (!parse_command_line(args, desc, vm, kTokenizerUsage)) return 0;
+  const std::string identity = train_spm(options, output);
+  std::printf("wrote %s: %s\n", output.c_str(), identity.c_str());
+  return 0;
+}
+
+// info, encode and check.
+int tokenizer_inspect(const std::string& action, const Args& args) {
+  std::string spec, text, tokens;
+  po::options_description desc("tstl tokenizer info/encode options");
+  desc.add_options()("help,h", "show this help")
+      ("tokenizer", po::value(&spec)->required(), "byte | spm:FILE")
+      ("text", po::value(&text), "text to encode")
+      ("tokens", po::value(&tokens), "token file to check against the tokenizer");
+  po::variables_map vm;
+  if (!parse_command_line(args, desc, vm, kTokenizerUsage)) return 0;
+  const auto tok = make_tokenizer(spec);
+  if (action == "check") {
+    TSTL_CHECK(!tokens.empty(), "tokenizer check needs --tokens FILE.h5");
+    const TokenFile file = TokenFile::open_file(tokens);
+    check_tokenizer_matches(file, *tok);
+    std::printf("%s matches tokenizer %s\n", tokens.c_str(), tok->identity().c_str());
+  } else if (action == "info") {
+    std::printf("identity %s\nvocab_size %lld\nbos_id %d\neos_id %d\npad_id %d\n", tok->identity().c_str(),
+                static_cast<long long>(tok->vocab_size()), tok->bos_id(), tok->eos_id(), tok->pad_id());
+  } else {
+    const auto ids = tok->encode(text);
+    for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
 int command_tokenizer(const Args& args) {
-  const char* usage =
-      "usage: tstl tokenizer train --input PATH... --vocab-size N --output tok.model [--model-type bpe|unigram]\n"
-      "                            [--normalization identity|nmt_nfkc] [--max-sentences N] [--seed S]\n"
-      "       tstl tokenizer info --tokenizer byte|spm:FILE\n"
-      "       tstl tokenizer encode --tokenizer byte|spm:FILE --text TEXT\n"
-      "       tstl tokenizer check --tokenizer byte|spm:FILE --tokens FILE.h5   (fails unless the file was written with it)";
-  TSTL_CHECK(!args.empty(), "missing action\n", usage);
+  TSTL_CHECK(!args.empty(), "missing action\n", kTokenizerUsage);
   const std::string action = args[0];
   const Args rest(args.begin() + 1, args.end());
   if (action == "--help" || action == "-h") {
-    std::printf("%s\n", usage);
+    std::printf("%s\n", kTokenizerUsage);
     return 0;
   }
-  if (action == "train") {
-    SpmTrainOptions options;
-    std::string output;
-    po::options_description desc("tstl tokenizer train options");
-    desc.add_options()("help,h", "show this help")
-        ("input", po::value(&options.inputs)->multitoken()->required(), "text inputs, as for tstl prepare")
-        ("vocab-size", po::value(&options.vocab_size)->required(), "number of pieces (> 260)")
-        ("output", po::value(&output)->required(), "the .model file to write")
-        ("model-type", po::value(&options.model_type)->default_value("bpe"), "bpe | unigram")
-        ("normalization", po::value(&options.normalization)->default_value("identity"), "identity | nmt_nfkc")
-        ("max-sentences", po::value(&options.max_sentences)->default_value(2000000), "lines sampled for training")
-        ("seed", po::value(&options.seed)->default_value(1), "SentencePiece's random seed");
-    po::variables_map vm;
-    if (!parse_command_line(rest, desc, vm, usage)) return 0;
-    const std::string identity = train_spm(options, output);
-    std::printf("wrote %s: %s\n", output.c_str(), identity.c_str());
-    return 0;
-  }
-  if (action == "info" || action == "encode" || action == "check") {
-    std::string spec, text, tokens;
-    po::options_description desc("tstl tokenizer info/encode options");
-    desc.add_options()("help,h", "show this help")
-        ("tokenizer", po::value(&spec)->required(), "byte | spm:FILE")
-        ("text", po::value(&text), "text to encode")
-        ("tokens", po::value(&tokens), "token file to check against the tokenizer");
-    po::variables_map vm;
-    if (!parse_command_line(rest, desc, vm, usage)) return 0;
-    const auto tok = make_tokenizer(spec);
-    if (action == "check") {
-      TSTL_CHECK(!tokens.empty(), "tokenizer check needs --tokens FILE.h5");
-      const TokenFile file = TokenFile::open_file(tokens);
-      check_tokenizer_matches(file, *tok);
-      std::printf("%s matches tokenizer %s\n", tokens.c_str(), tok->identity().c_str());
-    } else if (action == "info") {
-      std::printf("identity %s\nvocab_size %lld\nbos_id %d\neos_id %d\npad_id %d\n", tok->identity().c_str(),
-                  static_cast<long long>(tok->vocab_size()), tok->bos_id(), tok->eos_id(), tok->pad_id());
-    } else {
-      const auto ids = tok->encode(text);
-      for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
-      std::printf("\n");
-    }
-    return 0;
-  }
-  TSTL_FAIL("unknown action '", action, "'\n", usage);
+  if (action == "train") return tokenizer_train(rest);
+  if (action == "info" || action == "encode" || action == "check") return tokenizer_inspect(action, rest);
+  TSTL_FAIL("unknown action '", action, "'\n", kTokenizerUsage);
 }
 
 }  // namespace tstl

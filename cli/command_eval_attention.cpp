@@ -39,18 +39,9 @@ int command_eval_attention(const Args& args) {
   TSTL_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
   InferenceModel model = load_for_inference(checkpoint, scaling_args);
   const ModelConfig& mc = model.config();
-  std::vector<int64_t> layers;
-  size_t start = 0;
-  while (start <= layers_text.size()) {  // indices may be 0, so not parse_int_list
-    const size_t comma = std::min(layers_text.find(',', start), layers_text.size());
-    const std::string item = layers_text.substr(start, comma - start);
-    char* end = nullptr;
-    const long long l = std::strtoll(item.c_str(), &end, 10);
-    TSTL_CHECK(!item.empty() && *end == '\0' && l >= 0 && l < mc.layers, "--layers '", layers_text, "': '", item,
-               "' is not a layer index in 0..", mc.layers - 1);
-    layers.push_back(l);
-    start = comma + 1;
-  }
+  const std::vector<int64_t> layers = parse_int_list(layers_text, "--layers", 0);
+  for (int64_t l : layers)
+    TSTL_CHECK(l < mc.layers, "--layers '", layers_text, "': ", l, " is not a layer index in 0..", mc.layers - 1);
   const Tokenizer& tokenizer = *model.tokenizer;
   std::vector<int32_t> ids = tokenizer.encode(read_file_text(text_path));
   if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(static_cast<size_t>(max_tokens));

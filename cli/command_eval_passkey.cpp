@@ -4,7 +4,6 @@
 #include <cstdio>
 
 #include "cli/options.h"
-#include "core/json.h"
 #include "eval/passkey.h"
 
 namespace po = boost::program_options;
@@ -35,34 +34,19 @@ int command_eval_passkey(const Args& args) {
               static_cast<long long>(options.cases), static_cast<unsigned long long>(options.seed));
   std::printf("%8s %8s %8s %9s  %s\n", "length", "cases", "correct", "accuracy", "first answer");
   const Continuation continuation = decoder_continuation(*model.loaded.model, model.forward);
-  const auto results = evaluate_passkey(*model.tokenizer, continuation, options,
-                                        [](const PasskeyResult& r) {
-                                          std::string first = r.answers.empty() ? "" : r.answers[0];
-                                          for (char& ch : first)
-                                            if (ch == '\n') ch = ' ';
-                                          std::printf("%8lld %8lld %8lld %9.3f  \"%s\"\n", static_cast<long long>(r.length),
-                                                      static_cast<long long>(r.cases), static_cast<long long>(r.correct),
-                                                      r.accuracy, first.c_str());
-                                          std::fflush(stdout);
-                                        });
-  JsonWriter json;
-  json.begin_object();
-  json.field("kind", "passkey");
-  write_model_fields(json, model);
-  json.field("seed", static_cast<double>(options.seed));
-  json.key("results");
-  json.begin_array();
-  for (const PasskeyResult& r : results) {
-    json.begin_object();
-    json.field("length", static_cast<double>(r.length));
-    json.field("cases", static_cast<double>(r.cases));
-    json.field("correct", static_cast<double>(r.correct));
-    json.field("accuracy", r.accuracy);
-    json.end_object();
-  }
-  json.end_array();
-  json.end_object();
-  write_text_file(json_path, json.str() + "\n");
+  size_t lengths_done = 0;  // names the length that runs out of memory
+  const auto results = with_memory_message(options.lengths, lengths_done, model.config(), [&] {
+    return evaluate_passkey(*model.tokenizer, continuation, options, [&](const PasskeyResult& r) {
+      ++lengths_done;
+      std::string first = r.answers.empty() ? "" : r.answers[0];
+      for (char& ch : first)
+        if (ch == '\n') ch = ' ';
+      std::printf("%8lld %8lld %8lld %9.3f  \"%s\"\n", static_cast<long long>(r.length), static_cast<long long>(r.cases),
+                  static_cast<long long>(r.correct), r.accuracy, first.c_str());
+      std::fflush(stdout);
+    });
+  });
+  write_passkey_json(json_path, model, options, results);
   std::printf("wrote %s\n", json_path.c_str());
   return 0;
 }

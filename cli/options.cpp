@@ -27,22 +27,6 @@ bool parse_command_line(const Args& args, const po::options_description& desc, p
   return true;
 }
 
-std::vector<int64_t> parse_int_list(const std::string& text, const char* what) {
-  std::vector<int64_t> values;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    const std::string item = text.substr(start, comma - start);
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    TSTL_CHECK(!item.empty() && end && *end == '\0' && v > 0, what, " '", text,
-               "': expected comma-separated positive integers, got '", item, "'");
-    values.push_back(v);
-    start = comma + 1;
-  }
-  return values;
-}
-
 ConfigArguments parse_config_arguments(const Args& args) {
   ConfigArguments parsed;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -71,6 +55,13 @@ InferenceModel load_for_inference(const std::string& checkpoint, const ScalingAr
   InferenceScaling parsed = parse_scaling(scaling.spec);
   parsed.logn = scaling.logn;
   return load_for_inference(checkpoint, parsed);
+}
+
+void fail_out_of_memory(int64_t length, const ModelConfig& model) {
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  TSTL_FAIL("length ", length, ": out of memory (std::bad_alloc); a forward of ", length, " tokens needs at least ",
+            inference_memory_bytes(model, length) / gib, " GiB (", inference_bytes_per_token(model) / 1024.0,
+            " KiB per token for activations, logits and the key/value cache, plus the weights); try shorter --lengths");
 }
 
 }  // namespace tstl

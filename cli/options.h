@@ -3,11 +3,15 @@
 // inference-scaling options (--scaling, --logn) of the commands that run a trained model.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/int_list.h"
 #include "eval/inference_model.h"
 
 namespace boost::program_options {
@@ -21,9 +25,6 @@ namespace tstl {
 // Parse errors throw tstl::Error.
 bool parse_command_line(const Args& args, const boost::program_options::options_description& desc,
                         boost::program_options::variables_map& vm, const char* usage);
-
-// Comma-separated positive integers ("128,256,512") for option `what`.
-std::vector<int64_t> parse_int_list(const std::string& text, const char* what);
 
 // The arguments of a config-driven command (tstl train, tstl info): `--config FILE` or
 // `--config=FILE`, and every other argument as a config override (`--section.key value`).
@@ -44,5 +45,32 @@ void add_scaling_options(boost::program_options::options_description& desc, Scal
                          const char* scaling_help = "METHOD:FACTOR (see tstl eval ppl --help)");
 // Loads `checkpoint` for inference with the scaling given on the command line.
 InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling);
+
+// Runs `evaluate` (the evaluation of `length`); running out of memory (std::bad_alloc, or a size
+// no container can hold) becomes an error naming the length and the memory a forward of that
+// many tokens needs at least, instead of a bare "std::bad_alloc".
+[[noreturn]] void fail_out_of_memory(int64_t length, const ModelConfig& model);
+template <class F>
+auto with_memory_message(int64_t length, const ModelConfig& model, F&& evaluate) -> decltype(evaluate()) {
+  try {
+    return evaluate();
+  } catch (const std::bad_alloc&) {
+    fail_out_of_memory(length, model);
+  } catch (const std::length_error&) {
+    fail_out_of_memory(length, model);
+  }
+}
+// The same for an evaluation of several lengths that counts in `done` the lengths finished.
+template <class F>
+auto with_memory_message(const std::vector<int64_t>& lengths, const size_t& done, const ModelConfig& model,
+                         F&& evaluate) -> decltype(evaluate()) {
+  try {
+    return evaluate();
+  } catch (const std::bad_alloc&) {
+    fail_out_of_memory(lengths.at(std::min(done, lengths.size() - 1)), model);
+  } catch (const std::length_error&) {
+    fail_out_of_memory(lengths.at(std::min(done, lengths.size() - 1)), model);
+  }
+}
 
 }  // namespace tstl

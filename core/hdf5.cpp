@@ -1,5 +1,7 @@
 #include "core/hdf5.h"
 
+#include <cstring>
+
 namespace tstl::h5 {
 
 namespace {
@@ -43,6 +45,42 @@ void Handle::reset() {
     default: break;
   }
   id_ = H5I_INVALID_HID;
+}
+
+namespace {
+Handle utf8_string_type() {
+  Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), "string type"));
+  H5_CHECK(H5Tset_size(type, H5T_VARIABLE), "string type");
+  H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8), "string type");
+  return type;
+}
+}  // namespace
+
+void write_string_attribute(hid_t object, const char* name, const std::string& value) {
+  Handle type = utf8_string_type();
+  Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
+  Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
+  const char* p = value.c_str();
+  H5_CHECK(H5Awrite(attr, type, &p), "attribute ", name);
+}
+
+std::string read_string_attribute(hid_t object, const char* name, const std::string& where) {
+  TSTL_CHECK(H5Aexists(object, name) > 0, where, ": attribute '", name, "' is missing");
+  Handle attr(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), where, " attribute ", name));
+  Handle type(H5_CHECK(H5Aget_type(attr), where, " attribute ", name));
+  TSTL_CHECK(H5Tget_class(type) == H5T_STRING, where, ": attribute '", name, "' is not a string");
+  if (H5Tis_variable_str(type) > 0) {
+    Handle memory = utf8_string_type();
+    char* p = nullptr;
+    H5_CHECK(H5Aread(attr, memory, &p), where, " attribute ", name);
+    std::string value = p ? p : "";
+    H5free_memory(p);
+    return value;
+  }
+  std::string value(H5Tget_size(type), '\0');
+  H5_CHECK(H5Aread(attr, type, value.data()), where, " attribute ", name);
+  value.resize(std::strlen(value.c_str()));
+  return value;
 }
 
 }  // namespace tstl::h5

@@ -1,5 +1,6 @@
-// HDF5 helpers shared by token files (data/) and checkpoints (train/): a checked-call macro that
-// reports the file, line and HDF5's own error message, and an owning handle that closes itself.
+// HDF5 helpers shared by token files (data/), checkpoints (train/) and attention dumps (eval/): a
+// checked-call macro that reports the file, line and HDF5's own error message, an owning handle
+// that closes itself, and string attributes.
 #pragma once
 
 #include <hdf5.h>
@@ -41,6 +42,12 @@ class Handle {
  private:
   hid_t id_ = H5I_INVALID_HID;
 };
+
+// A scalar string attribute, written as a variable-length UTF-8 string (h5py reads it as str).
+void write_string_attribute(hid_t object, const char* name, const std::string& value);
+// Reads a string attribute written either way (variable or fixed length; a fixed one ends at
+// its first NUL). A missing attribute or another type is an error naming `where` and `name`.
+std::string read_string_attribute(hid_t object, const char* name, const std::string& where);
 
 }  // namespace tstl::h5
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace fs = std::filesystem;
@@ -261,18 +262,6 @@ void JsonWriter::number_array(const std::vector<double>& values) {
   end_array();
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    TSTL_CHECK(out.good(), "cannot write ", path, " (does its directory exist?)");
-    out << text;
-    out.close();
-    TSTL_CHECK(out.good(), "writing ", tmp, " failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TSTL_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
-}
+void write_text_file(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
 }  // namespace tstl

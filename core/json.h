@@ -59,7 +59,7 @@ class JsonWriter {
   bool after_key_ = false;
 };
 
-// Writes `text` to `path` (via path.tmp and a rename); the parent directory must exist.
+// Writes `text` to `path` atomically (core/atomic_file.h); the parent directory must exist.
 void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace tstl

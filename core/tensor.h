@@ -20,7 +20,7 @@ std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
 // One allocation on one device. CPU memory is 64-byte aligned; CUDA memory comes from the
-// caching allocator (core/allocator_cuda.cu) and returns to it when the last owner lets go.
+// caching allocator (core/cuda_backend.cu) and returns to it when the last owner lets go.
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;

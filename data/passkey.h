@@ -1,4 +1,4 @@
-// Passkey retrieval prompts (Mohtashami & Jaggi 2023; attention-variants.md section 8):
+// Passkey retrieval prompts (Mohtashami & Jaggi 2023; docs/data.md, "Passkey prompts"):
 //   INTRO + " " + filler[0, b) + KEY_SENTENCE + " " + filler[b, c) + QUESTION
 // where the filler is "The grass is green. The sky is blue. The sun is yellow. Here we go. There
 // and back again. " repeated and cut to c characters, c is the largest count whose prompt has at

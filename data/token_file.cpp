@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
 
@@ -27,14 +28,6 @@ void write_attr_i64(hid_t obj, const char* name, int64_t value) {
   h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
   h5::Handle attr(H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
   H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value), "attribute ", name);
-}
-
-void write_attr_str(hid_t obj, const char* name, const std::string& value) {
-  h5::Handle type = vlen_string_type();
-  h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
-  h5::Handle attr(H5_CHECK(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
-  const char* p = value.c_str();
-  H5_CHECK(H5Awrite(attr, type, &p), "attribute ", name);
 }
 
 h5::Handle create_extendible(hid_t group, const char* name, hid_t file_type, hsize_t chunk) {
@@ -66,26 +59,6 @@ int64_t read_attr_i64(hid_t obj, const char* name, const std::string& where) {
   h5::Handle attr(H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT), where, " attribute ", name));
   int64_t value = 0;
   H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value), where, " attribute ", name, " (expected an integer)");
-  return value;
-}
-
-std::string read_attr_str(hid_t obj, const char* name, const std::string& where) {
-  TSTL_CHECK(has_attr(obj, name), where, ": attribute '", name, "' is missing");
-  h5::Handle attr(H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT), where, " attribute ", name));
-  h5::Handle type(H5_CHECK(H5Aget_type(attr), where, " attribute ", name));
-  TSTL_CHECK(H5Tget_class(type) == H5T_STRING, where, ": attribute '", name, "' is not a string");
-  if (H5Tis_variable_str(type) > 0) {
-    h5::Handle mem = vlen_string_type();
-    char* p = nullptr;
-    H5_CHECK(H5Aread(attr, mem, &p), where, " attribute ", name);
-    std::string value = p ? p : "";
-    H5free_memory(p);
-    return value;
-  }
-  const size_t n = H5Tget_size(type);
-  std::string value(n, '\0');
-  H5_CHECK(H5Aread(attr, type, value.data()), where, " attribute ", name);
-  value.resize(std::strlen(value.c_str()));
   return value;
 }
 
@@ -125,10 +98,10 @@ TokenFileWriter::TokenFileWriter(const std::string& path, const Tokenizer& token
              "' has ", vocab_size_, " ids, too large for uint16 tokens (at most 65536): use uint32 (or auto)");
   token_bytes_ = token_dtype == "uint32" || vocab_size_ > 65536 ? 4 : 2;
   file_ = h5::Handle(H5_CHECK(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "creating '", tmp_path_, "'"));
-  write_attr_str(file_, "format", kTokenFileFormat);
+  h5::write_string_attribute(file_, "format", kTokenFileFormat);
   write_attr_i64(file_, "format_version", kTokenFileVersion);
   write_attr_i64(file_, "vocab_size", vocab_size_);
-  write_attr_str(file_, "tokenizer", tokenizer.identity());
+  h5::write_string_attribute(file_, "tokenizer", tokenizer.identity());
   write_attr_i64(file_, "eos_id", tokenizer.eos_id());
   write_attr_i64(file_, "bos_id", tokenizer.bos_id());
   write_attr_i64(file_, "pad_id", tokenizer.pad_id());
@@ -138,7 +111,7 @@ TokenFileWriter::TokenFileWriter(const std::string& path, const Tokenizer& token
     s->name = name;
     s->group = h5::Handle(H5_CHECK(H5Gcreate2(file_, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "group ", name));
     write_attr_i64(s->group, "vocab_size", vocab_size_);
-    write_attr_str(s->group, "tokenizer", tokenizer.identity());
+    h5::write_string_attribute(s->group, "tokenizer", tokenizer.identity());
     write_attr_i64(s->group, "eos_id", tokenizer.eos_id());
     s->tokens = create_extendible(s->group, "tokens", token_type, kTokenChunk);
     s->offsets = create_extendible(s->group, "doc_offsets", H5T_STD_U64LE, kOffsetChunk);
@@ -196,7 +169,7 @@ void TokenFileWriter::finish() {
   splits_.clear();
   H5_CHECK(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flushing '", tmp_path_, "'");
   file_.reset();
-  TSTL_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0, "cannot rename '", tmp_path_, "' to '", path_, "'");
+  commit_file(tmp_path_, path_);
   finished_ = true;
 }
 
@@ -210,13 +183,13 @@ void TokenFile::open(const std::string& path) {
   h5::Handle file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "opening '", path, "'"));
   const std::string where = str("token file '", path, "'");
   TSTL_CHECK(has_attr(file, "format"), where, " has no 'format' attribute: it is not a tstl token file");
-  const std::string format = read_attr_str(file, "format", where);
+  const std::string format = h5::read_string_attribute(file, "format", where);
   TSTL_CHECK(format == kTokenFileFormat, where, " has format '", format, "', expected '", kTokenFileFormat, "'");
   const int64_t version = read_attr_i64(file, "format_version", where);
   TSTL_CHECK(version == kTokenFileVersion, where, " has format_version ", version, "; this tstl reads version ",
              kTokenFileVersion, " (re-run `tstl prepare`)");
   vocab_size_ = read_attr_i64(file, "vocab_size", where);
-  tokenizer_ = read_attr_str(file, "tokenizer", where);
+  tokenizer_ = h5::read_string_attribute(file, "tokenizer", where);
   eos_id_ = static_cast<int32_t>(read_attr_i64(file, "eos_id", where));
   bos_id_ = has_attr(file, "bos_id") ? static_cast<int32_t>(read_attr_i64(file, "bos_id", where)) : -1;
   pad_id_ = has_attr(file, "pad_id") ? static_cast<int32_t>(read_attr_i64(file, "pad_id", where)) : -1;
@@ -238,7 +211,7 @@ TokenSplit TokenFile::split(const std::string& name) const {
   for (const char* ds : {"tokens", "doc_offsets", "doc_names"})
     TSTL_CHECK(H5Lexists(group, ds, H5P_DEFAULT) > 0, where, " has no dataset '", ds, "'");
   if (has_attr(group, "tokenizer"))
-    TSTL_CHECK(read_attr_str(group, "tokenizer", where) == tokenizer_, where, ": tokenizer attribute differs from the file's");
+    TSTL_CHECK(h5::read_string_attribute(group, "tokenizer", where) == tokenizer_, where, ": tokenizer attribute differs from the file's");
 
   auto read_1d = [&](const char* ds, hid_t mem_type, auto& out) {
     h5::Handle dset(H5_CHECK(H5Dopen2(group, ds, H5P_DEFAULT), where, "/", ds));

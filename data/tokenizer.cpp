@@ -8,6 +8,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "data/text_input.h"
 
@@ -136,6 +137,11 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   TSTL_FAIL("unknown tokenizer '", spec, "': expected 'byte' or 'spm:PATH' (a SentencePiece .model file)");
 }
 
+std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer) {
+  const bool spec = data_tokenizer == "byte" || data_tokenizer.rfind("spm:", 0) == 0;
+  return make_tokenizer(spec ? data_tokenizer : "spm:" + data_tokenizer);
+}
+
 std::string train_spm(const SpmTrainOptions& options, const std::string& output) {
   TSTL_CHECK(options.model_type == "bpe" || options.model_type == "unigram", "tokenizer model type '",
              options.model_type, "' is not bpe or unigram");
@@ -165,14 +171,7 @@ std::string train_spm(const SpmTrainOptions& options, const std::string& output)
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &lines, &model);
   TSTL_CHECK(status.ok(), "SentencePiece training failed: ", status.ToString());
-  const std::string tmp = output + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TSTL_CHECK(out.good(), "cannot write '", tmp, "'");
-    out.write(model.data(), static_cast<std::streamsize>(model.size()));
-    TSTL_CHECK(out.good(), "cannot write '", tmp, "'");
-  }
-  TSTL_CHECK(std::rename(tmp.c_str(), output.c_str()) == 0, "cannot rename '", tmp, "' to '", output, "'");
+  write_file_atomically(output, model);
   return make_tokenizer("spm:" + output)->identity();
 }
 

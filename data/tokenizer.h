@@ -27,6 +27,9 @@ class Tokenizer {
 
 // spec: "byte" or "spm:PATH" (a SentencePiece .model file).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
+// The tokenizer of a `data.tokenizer` config value, which may also name a model file without
+// the "spm:" prefix.
+std::unique_ptr<Tokenizer> make_tokenizer_for_config(const std::string& data_tokenizer);
 
 // FNV-1a, 64 bits, as 16 lower-case hex digits.
 std::string fnv64_hex(const std::string& bytes);

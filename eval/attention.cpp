@@ -23,14 +23,6 @@ void write_matrix_json(JsonWriter& json, const Tensor& t) {  // t (H, N, N)
   json.end_array();
 }
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value) {
-  h5::Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), "attribute ", name));
-  H5_CHECK(H5Tset_size(type, value.size() + 1), "attribute ", name);
-  h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
-  h5::Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
-  H5_CHECK(H5Awrite(attr, type, value.c_str()), "attribute ", name);
-}
-
 template <class T>
 void write_dataset(hid_t parent, const std::string& name, hid_t mem_type, const std::vector<hsize_t>& dims,
                    const T* data) {
@@ -67,14 +59,10 @@ std::vector<LayerMaps> attention_maps(const InferenceModel& model, const std::ve
 
 void write_attention_json(const std::string& path, const InferenceModel& model, const std::vector<int32_t>& ids,
                           const std::vector<LayerMaps>& maps) {
-  const ModelConfig& mc = model.config();
   JsonWriter json;
   json.begin_object();
   json.field("kind", "attention");
-  json.field("checkpoint", model.checkpoint);
-  json.field("variant", variant_name(mc.variant));
-  json.field("train_len", static_cast<double>(mc.train_len));
-  json.field("method", scaling_label(model.scaling));
+  write_model_fields(json, model);
   json.key("tokens");
   json.number_array(std::vector<double>(ids.begin(), ids.end()));
   json.field("text", model.tokenizer->decode(ids));
@@ -100,10 +88,10 @@ void write_attention_h5(const std::string& path, const InferenceModel& model, co
   const int64_t n = static_cast<int64_t>(ids.size());
   h5::quiet();
   h5::Handle file(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create ", path));
-  write_string_attribute(file, "format", "tstl-attention");
-  write_string_attribute(file, "checkpoint", model.checkpoint);
-  write_string_attribute(file, "variant", variant_name(mc.variant));
-  write_string_attribute(file, "method", scaling_label(model.scaling));
+  h5::write_string_attribute(file, "format", "tstl-attention");
+  h5::write_string_attribute(file, "checkpoint", model.checkpoint);
+  h5::write_string_attribute(file, "variant", variant_name(mc.variant));
+  h5::write_string_attribute(file, "method", scaling_label(model.scaling));
   write_dataset(file, "tokens", H5T_NATIVE_INT32, {static_cast<hsize_t>(n)}, ids.data());
   for (const LayerMaps& m : maps) {
     const std::string group_name = "layer_" + std::to_string(m.layer);

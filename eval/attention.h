@@ -4,7 +4,8 @@
 // (H, N, N) matrices from them with the options the flash kernel used (scale, ALiBi slopes,
 // log-n factors), so what is shown is what the model computed.
 //
-// JSON: {"kind": "attention", ..., "tokens": [...], "layers": [{"layer": l, "scores": (H, N, N),
+// JSON: {"kind": "attention", the model fields of write_model_fields (eval/inference_model.h),
+// "tokens": [...], "layers": [{"layer": l, "scores": (H, N, N),
 // "probabilities": (H, N, N)}]}, masked scores as null. HDF5: /tokens (N) i32 and
 // /layer_<l>/scores, /layer_<l>/probabilities (H, N, N) f32 (masked scores -inf), with the
 // checkpoint, variant and method as attributes of the root.

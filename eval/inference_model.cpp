@@ -5,11 +5,16 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "train/model_cost.h"
+
 namespace tstl {
 
 namespace {
 
+// The one table of the inference-time scalings: the name on the command line and in results,
+// the variants a method applies to, and what it sets in the decoder's forward options.
 struct MethodInfo {
+  ScalingMethod method;
   const char* name;
   bool rope_family;  // applies to rope, keynorm, coca, coca-strict; else to alibi
   RopeScaling rope;
@@ -17,33 +22,40 @@ struct MethodInfo {
 };
 
 const MethodInfo kMethods[] = {
-    {"pi", true, RopeScaling::PI, AlibiScaling::None},
-    {"ntk", true, RopeScaling::NTK, AlibiScaling::None},
-    {"dynamic-ntk", true, RopeScaling::DynamicNTK, AlibiScaling::None},
-    {"yarn", true, RopeScaling::YaRN, AlibiScaling::None},
-    {"alibi-interp", false, RopeScaling::None, AlibiScaling::Interp},
-    {"ntk-alibi", false, RopeScaling::None, AlibiScaling::NTK},
-    {"dynamic-ntk-alibi", false, RopeScaling::None, AlibiScaling::DynamicNTK},
+    {ScalingMethod::None, "none", true, RopeScaling::None, AlibiScaling::None},
+    {ScalingMethod::PI, "pi", true, RopeScaling::PI, AlibiScaling::None},
+    {ScalingMethod::NTK, "ntk", true, RopeScaling::NTK, AlibiScaling::None},
+    {ScalingMethod::DynamicNTK, "dynamic-ntk", true, RopeScaling::DynamicNTK, AlibiScaling::None},
+    {ScalingMethod::YaRN, "yarn", true, RopeScaling::YaRN, AlibiScaling::None},
+    {ScalingMethod::AlibiInterp, "alibi-interp", false, RopeScaling::None, AlibiScaling::Interp},
+    {ScalingMethod::NTKAlibi, "ntk-alibi", false, RopeScaling::None, AlibiScaling::NTK},
+    {ScalingMethod::DynamicNTKAlibi, "dynamic-ntk-alibi", false, RopeScaling::None, AlibiScaling::DynamicNTK},
 };
 
 const char* kMethodList = "none, pi, ntk, dynamic-ntk, yarn (rope, keynorm, coca, coca-strict) or alibi-interp, "
                           "ntk-alibi, dynamic-ntk-alibi (alibi)";
 
-const MethodInfo* find_method(const std::string& name) {
+const MethodInfo& info(ScalingMethod method) {
   for (const MethodInfo& m : kMethods)
-    if (name == m.name) return &m;
-  return nullptr;
+    if (m.method == method) return m;
+  TSTL_FAIL("unknown scaling method ", static_cast<int>(method));
 }
 
 }  // namespace
+
+const char* scaling_method_name(ScalingMethod method) { return info(method).name; }
 
 InferenceScaling parse_scaling(const std::string& spec) {
   InferenceScaling s;
   if (spec.empty() || spec == "none") return s;
   const size_t colon = spec.find(':');
   TSTL_CHECK(colon != std::string::npos, "--scaling '", spec, "': expected METHOD:FACTOR (e.g. dynamic-ntk:4) or none");
-  s.method = spec.substr(0, colon);
-  TSTL_CHECK(find_method(s.method), "--scaling '", spec, "': unknown method '", s.method, "' (expected ", kMethodList, ")");
+  const std::string name = spec.substr(0, colon);
+  const MethodInfo* found = nullptr;
+  for (const MethodInfo& m : kMethods)
+    if (name == m.name && m.method != ScalingMethod::None) found = &m;
+  TSTL_CHECK(found, "--scaling '", spec, "': unknown method '", name, "' (expected ", kMethodList, ")");
+  s.method = found->method;
   const std::string factor = spec.substr(colon + 1);
   char* end = nullptr;
   s.factor = std::strtod(factor.c_str(), &end);
@@ -53,8 +65,8 @@ InferenceScaling parse_scaling(const std::string& spec) {
 }
 
 std::string scaling_label(const InferenceScaling& scaling) {
-  std::string label = scaling.method;
-  if (scaling.method != "none") {
+  std::string label = scaling_method_name(scaling.method);
+  if (scaling.method != ScalingMethod::None) {
     char buf[32];
     std::snprintf(buf, sizeof buf, ":%g", scaling.factor);
     label += buf;
@@ -66,16 +78,15 @@ std::string scaling_label(const InferenceScaling& scaling) {
 ForwardOptions forward_options_for(const ModelConfig& model, const InferenceScaling& scaling) {
   ForwardOptions options;
   const bool rope_family = variant_uses_rope(model.variant);
-  if (scaling.method != "none") {
-    const MethodInfo* m = find_method(scaling.method);
-    TSTL_CHECK(m, "unknown scaling method '", scaling.method, "' (expected ", kMethodList, ")");
-    TSTL_CHECK(m->rope_family == rope_family, "scaling method '", scaling.method, "' applies to ",
-               m->rope_family ? "the RoPE-based variants (rope, keynorm, coca, coca-strict)" : "alibi",
+  if (scaling.method != ScalingMethod::None) {
+    const MethodInfo& m = info(scaling.method);
+    TSTL_CHECK(m.rope_family == rope_family, "scaling method '", m.name, "' applies to ",
+               m.rope_family ? "the RoPE-based variants (rope, keynorm, coca, coca-strict)" : "alibi",
                ", but the checkpoint's variant is ", variant_name(model.variant));
-    options.rope.scaling = m->rope;
+    options.rope.scaling = m.rope;
     options.rope.factor = scaling.factor;
     options.rope.train_len = model.train_len;
-    options.alibi.scaling = m->alibi;
+    options.alibi.scaling = m.alibi;
     options.alibi.factor = scaling.factor;
     options.alibi.train_len = model.train_len;
   }
@@ -89,7 +100,7 @@ ForwardOptions forward_options_for(const ModelConfig& model, const InferenceScal
 
 std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path) {
   const std::string spec = loaded.config.get<std::string>("data.tokenizer");
-  auto tokenizer = make_tokenizer(spec == "byte" || spec.rfind("spm:", 0) == 0 ? spec : "spm:" + spec);
+  auto tokenizer = make_tokenizer_for_config(spec);
   TSTL_CHECK(loaded.tokenizer.empty() || loaded.tokenizer == tokenizer->identity(), checkpoint_path,
              ": the checkpoint was trained with tokenizer ", loaded.tokenizer, ", but data.tokenizer '", spec,
              "' now gives ", tokenizer->identity());
@@ -106,6 +117,14 @@ InferenceModel load_for_inference(const std::string& checkpoint, const Inference
   return m;
 }
 
+double inference_bytes_per_token(const ModelConfig& m) {
+  return 4.0 * static_cast<double>(m.vocab_size + m.ffn + 8 * m.hidden + 2 * m.layers * m.hidden);
+}
+
+double inference_memory_bytes(const ModelConfig& m, int64_t tokens) {
+  return model_cost(m, 1, 1).weight_bytes + inference_bytes_per_token(m) * static_cast<double>(tokens);
+}
+
 std::string describe(const InferenceModel& m) {
   const ModelConfig& mc = m.config();
   return m.checkpoint + " (" + variant_name(mc.variant) + ", train_len " + std::to_string(mc.train_len) + ", step " +
@@ -119,7 +138,7 @@ void write_model_fields(JsonWriter& json, const InferenceModel& m) {
   json.field("variant", variant_name(mc.variant));
   json.field("train_len", static_cast<double>(mc.train_len));
   json.field("method", scaling_label(m.scaling));
-  json.field("scaling_method", m.scaling.method);
+  json.field("scaling_method", scaling_method_name(m.scaling.method));
   json.field("scaling_factor", m.scaling.factor);
   json.field("logn", m.scaling.logn);
 }

@@ -13,13 +13,17 @@
 
 namespace tstl {
 
-// An inference-time extrapolation method (attention-variants.md section 6) and its factor a.
-// Methods: none; pi, ntk, dynamic-ntk, yarn (RoPE family: rope, keynorm, coca, coca-strict);
-// alibi-interp, ntk-alibi, dynamic-ntk-alibi (alibi). logn: log-n query scaling at inference.
+// The inference-time extrapolation methods (docs/variants.md), each with a factor a. RoPE family
+// (rope, keynorm, coca, coca-strict): pi, ntk, dynamic-ntk, yarn; alibi: alibi-interp, ntk-alibi,
+// dynamic-ntk-alibi. One table in inference_model.cpp holds their names and the RopeScaling or
+// AlibiScaling each sets.
+enum class ScalingMethod { None, PI, NTK, DynamicNTK, YaRN, AlibiInterp, NTKAlibi, DynamicNTKAlibi };
+const char* scaling_method_name(ScalingMethod method);  // "none", "dynamic-ntk", ...
+
 struct InferenceScaling {
-  std::string method = "none";
+  ScalingMethod method = ScalingMethod::None;
   double factor = 1;
-  bool logn = false;
+  bool logn = false;  // log-n query scaling at inference
 };
 
 // "none" or "METHOD:FACTOR" (FACTOR >= 1). An unknown method or a bad factor is an error that
@@ -49,6 +53,12 @@ struct InferenceModel {
 // Loads `checkpoint`, resolves `scaling` against its variant (errors as forward_options_for)
 // and builds its tokenizer (errors as tokenizer_for).
 InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling);
+
+// A lower estimate of the memory of one inference forward of `tokens` tokens (f32): the weights,
+// plus per token the logits, the MLP's hidden layer, the attention's q, k, v and output, the
+// residual stream and norms, and the key/value cache of every layer. For out-of-memory messages.
+double inference_bytes_per_token(const ModelConfig& model);
+double inference_memory_bytes(const ModelConfig& model, int64_t tokens);
 
 // "PATH (variant, train_len N, step S), label": the first line of an evaluation's output.
 std::string describe(const InferenceModel& m);

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdio>
 
+#include "core/json.h"
 #include "data/passkey.h"
 
 namespace tstl {
@@ -60,6 +61,28 @@ std::vector<PasskeyResult> evaluate_passkey(const Tokenizer& tokenizer, const Co
     if (progress) progress(results.back());
   }
   return results;
+}
+
+void write_passkey_json(const std::string& path, const InferenceModel& model, const PasskeyOptions& options,
+                        const std::vector<PasskeyResult>& results) {
+  JsonWriter json;
+  json.begin_object();
+  json.field("kind", "passkey");
+  write_model_fields(json, model);
+  json.field("seed", static_cast<double>(options.seed));
+  json.key("results");
+  json.begin_array();
+  for (const PasskeyResult& r : results) {
+    json.begin_object();
+    json.field("length", static_cast<double>(r.length));
+    json.field("cases", static_cast<double>(r.cases));
+    json.field("correct", static_cast<double>(r.correct));
+    json.field("accuracy", r.accuracy);
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+  write_text_file(path, json.str() + "\n");
 }
 
 }  // namespace tstl

@@ -1,4 +1,4 @@
-// Passkey retrieval accuracy (attention-variants.md section 8) behind `tstl eval passkey`
+// Passkey retrieval accuracy (Mohtashami & Jaggi 2023) behind `tstl eval passkey`
 // (docs/evaluation.md). For each length, `cases` prompts from data/passkey.h (seeded, so the set
 // is reproducible); the model continues each greedily; a case passes when the first 5-digit
 // number in the continuation equals the key.
@@ -12,6 +12,7 @@
 #include "data/tokenizer.h"
 #include "layers/decoder.h"
 #include "eval/generate.h"
+#include "eval/inference_model.h"
 
 namespace tstl {
 
@@ -44,5 +45,10 @@ struct PasskeyResult {
 std::vector<PasskeyResult> evaluate_passkey(const Tokenizer& tokenizer, const Continuation& model,
                                             const PasskeyOptions& options,
                                             const std::function<void(const PasskeyResult&)>& progress = {});
+
+// The results file of `tstl eval passkey` (docs/evaluation.md): kind "passkey", the model fields
+// (write_model_fields), the seed and one entry per length.
+void write_passkey_json(const std::string& path, const InferenceModel& model, const PasskeyOptions& options,
+                        const std::vector<PasskeyResult>& results);
 
 }  // namespace tstl

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "core/autograd.h"
+#include "core/json.h"
 #include "core/ops.h"
 
 namespace tstl {
@@ -102,6 +103,38 @@ PplResult evaluate_ppl(const Decoder& model, const std::vector<std::vector<int32
     r.position_count.clear();
   }
   return r;
+}
+
+void write_ppl_json(const std::string& path, const InferenceModel& model, const PplSource& source,
+                    const std::vector<PplResult>& results) {
+  JsonWriter json;
+  json.begin_object();
+  json.field("kind", "ppl");
+  write_model_fields(json, model);
+  json.field("data", source.data);
+  json.field("split", source.split);
+  json.field("documents", static_cast<double>(source.documents));
+  json.field("doc_offset", static_cast<double>(source.selection.doc_offset));
+  json.field("max_doc_tokens", static_cast<double>(source.selection.max_doc_tokens));
+  json.key("results");
+  json.begin_array();
+  for (const PplResult& r : results) {
+    json.begin_object();
+    json.field("length", static_cast<double>(r.length));
+    json.field("stride", static_cast<double>(r.stride));
+    json.field("windows", static_cast<double>(r.windows));
+    json.field("tokens", static_cast<double>(r.tokens));
+    json.field("nll", r.mean_nll);
+    json.field("ppl", r.ppl);
+    if (!r.position_loss.empty()) {
+      json.key("position_loss");
+      json.number_array(r.position_loss);
+    }
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+  write_text_file(path, json.str() + "\n");
 }
 
 }  // namespace tstl

@@ -1,4 +1,4 @@
-// Sliding-window perplexity (Press et al. 2022; attention-variants.md section 8) behind
+// Sliding-window perplexity (Press et al. 2022) behind
 // `tstl eval ppl` (docs/evaluation.md).
 //
 // A document of T tokens t_0..t_{T-1} has n = T - 1 predictions: input position i predicts
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/token_file.h"
+#include "eval/inference_model.h"
 #include "layers/decoder.h"
 
 namespace tstl {
@@ -51,5 +52,16 @@ struct PplResult {
 PplResult evaluate_ppl(const Decoder& model, const std::vector<std::vector<int32_t>>& docs, int64_t length,
                        int64_t stride, const ForwardOptions& base = {}, int64_t batch_tokens = 16384,
                        bool by_position = false);
+
+// Where the evaluated tokens came from, as recorded in the results.
+struct PplSource {
+  std::string data, split;
+  int64_t documents = 0;
+  DocumentSelection selection;
+};
+// The results file of `tstl eval ppl` (docs/evaluation.md): kind "ppl", the model fields
+// (write_model_fields), the source, and one entry per length.
+void write_ppl_json(const std::string& path, const InferenceModel& model, const PplSource& source,
+                    const std::vector<PplResult>& results);
 
 }  // namespace tstl

@@ -41,12 +41,6 @@ const char* alibi_scaling_name(AlibiScaling s) {
   return "?";
 }
 
-AlibiScaling parse_alibi_scaling(const std::string& name) {
-  for (AlibiScaling s : {AlibiScaling::None, AlibiScaling::Interp, AlibiScaling::NTK, AlibiScaling::DynamicNTK})
-    if (name == alibi_scaling_name(s)) return s;
-  TSTL_FAIL("unknown ALiBi scaling '", name, "' (expected none, interp, ntk or dynamic-ntk)");
-}
-
 std::vector<double> alibi_scaled_slopes(int64_t heads, int64_t total_len, const AlibiOptions& o) {
   std::vector<double> m = alibi_slopes(heads);
   if (o.scaling == AlibiScaling::None) return m;

@@ -1,6 +1,6 @@
 // ALiBi (Press et al. 2022): per-head linear distance penalties on the attention logits,
 // S_ij = q_i . k_j / sqrt(d) - m_h (i - j), and their inference-time rescalings
-// (docs/attention-variants.md sections 2 and 6, docs/variants.md). Slopes are constants: no
+// (docs/variants.md: "Variants" and "ALiBi scalings at inference"). Slopes are constants: no
 // gradient. The attention kernel takes the (H) slope tensor built here.
 #pragma once
 
@@ -18,9 +18,9 @@ std::vector<double> alibi_slopes(int64_t heads);
 
 enum class AlibiScaling { None, Interp, NTK, DynamicNTK };
 
-// Config / CLI spelling ("none", "interp", "ntk", "dynamic-ntk") and back.
+// The name of a scaling in messages ("none", "interp", "ntk", "dynamic-ntk"); the command line's
+// names are parsed in one place, eval/inference_model.h.
 const char* alibi_scaling_name(AlibiScaling s);
-AlibiScaling parse_alibi_scaling(const std::string& name);
 
 struct AlibiOptions {
   AlibiScaling scaling = AlibiScaling::None;

@@ -1,6 +1,6 @@
 // CoCA (Collinear Constrained Attention, Zhu et al., ACL 2024): the O(N d) prologue that turns
 // the projections into the q and k of ordinary scaled-dot-product attention
-// (docs/attention-variants.md section 4). Tensors are (B, H, N, d), d even, h = d/2, plane i =
+// (docs/variants.md, "Variants"). Tensors are (B, H, N, d), d even, h = d/2, plane i =
 // dims (i, i+h), R_p the RoPE map of the table (YaRN's magnitude factor included).
 //
 // Released form ("CoCA-Slack"), scored as S = Q~ . K~ / sqrt(d):

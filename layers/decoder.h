@@ -37,7 +37,7 @@ struct ModelConfig {
   bool parallel_residual = true;
   bool bias = true;
   double init_std = 0.02;
-  bool logn = false;  // log-n query scaling trained in (attention-variants.md section 5)
+  bool logn = false;  // log-n query scaling trained in (docs/variants.md, "Log-n")
 
   int64_t head_dim() const { return hidden / heads; }
   void validate() const;  // throws naming the offending key

@@ -1,5 +1,5 @@
 // Flash attention: causal softmax attention with optional ALiBi bias and per-row log-n factors,
-// as one autograd node that never materialises the N x M score matrix (attention-variants.md).
+// as one autograd node that never materialises the N x M score matrix (docs/variants.md, docs/attention.md).
 //
 //   q (B, H, N, d), k (B, H, M, d), v (B, H, M, d)  ->  O (B, H, N, d)
 //   query row n sits at absolute position p = query_offset + n (default M - N: the queries are

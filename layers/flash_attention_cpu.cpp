@@ -1,6 +1,6 @@
 // Flash attention on the CPU: the forward and backward kernels (OpenMP + BLAS on tiles), the
 // input checks and the autograd node. The math is in layers/flash_attention.h; the formulas in
-// attention-variants.md.
+// docs/variants.md.
 //
 // Every tile product (S = Q K^T, O += P V, dP = dO V^T, dV += P^T dO, dK += dS^T Q, dQ += dS K)
 // is one cblas_sgemm / cblas_dgemm reading q, k, v, dO straight from the (B, H, N, d) tensors.

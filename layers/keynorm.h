@@ -1,5 +1,5 @@
 // KeyNorm (Su Jianlin 2023): keys L2-normalised per (b, h, n) row, k~ = k / max(|k|, eps).
-// Used with RoPE and no 1/sqrt(d) logit scale (docs/attention-variants.md section 3).
+// Used with RoPE and no 1/sqrt(d) logit scale (docs/variants.md, "Variants").
 // RoPE preserves length, so normalising before or after RoPE gives the same k~.
 // Backward, g = dL/dk~:  dk = (g - k~ <k~, g>) / |k| when |k| > eps, and g / eps in the clamped
 // branch (where the map is the linear k / eps). Gradient contract: dk is returned written (=).

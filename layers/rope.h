@@ -1,5 +1,5 @@
 // RoPE (rotary position embedding, GPT-NeoX "rotate_half" layout), its inference-time scalings,
-// and the log-n query scale. See docs/attention-variants.md sections 0, 5, 6 and docs/variants.md.
+// and the log-n query scale. See docs/variants.md.
 //
 // Layout: x is (B, H, N, d) with d even, h = d/2; rotation plane i is the pair of dims (i, i+h).
 // Row n of x sits at absolute position p = table.start + n and is rotated by the angle
@@ -22,10 +22,9 @@ namespace tstl {
 
 enum class RopeScaling { None, PI, NTK, DynamicNTK, YaRN };
 
-// Config / CLI spelling of a scaling ("none", "pi", "ntk", "dynamic-ntk", "yarn") and back;
-// an unknown name is an error that lists the accepted ones.
+// The name of a scaling in messages ("none", "pi", "ntk", "dynamic-ntk", "yarn"); the command
+// line's names are parsed in one place, eval/inference_model.h.
 const char* rope_scaling_name(RopeScaling s);
-RopeScaling parse_rope_scaling(const std::string& name);
 
 struct RopeOptions {
   double base = 10000;

@@ -1,6 +1,6 @@
 // RoPE: the rotation tables under every inference-time scaling (computed in double on the host),
 // the rope op with its autograd node, the CPU kernel (forward and transposed map side by side),
-// and the log-n query factors. The math is in layers/rope.h and docs/attention-variants.md.
+// and the log-n query factors. The math is in layers/rope.h and docs/variants.md.
 #include "layers/rope.h"
 
 #include <algorithm>
@@ -20,13 +20,6 @@ const char* rope_scaling_name(RopeScaling s) {
     case RopeScaling::YaRN: return "yarn";
   }
   return "?";
-}
-
-RopeScaling parse_rope_scaling(const std::string& name) {
-  for (RopeScaling s : {RopeScaling::None, RopeScaling::PI, RopeScaling::NTK, RopeScaling::DynamicNTK,
-                        RopeScaling::YaRN})
-    if (name == rope_scaling_name(s)) return s;
-  TSTL_FAIL("unknown RoPE scaling '", name, "' (expected none, pi, ntk, dynamic-ntk or yarn)");
 }
 
 RopeFrequencies rope_frequencies(int64_t d, int64_t total_len, const RopeOptions& o) {

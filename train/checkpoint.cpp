@@ -15,6 +15,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/atomic_file.h"
 #include "core/hdf5.h"
 
 namespace tstl {
@@ -55,29 +56,6 @@ Handle string_type(size_t length) {
   return type;
 }
 
-void write_string_attr(hid_t obj, const char* name, const std::string& value) {
-  Handle type = string_type(value.size());
-  Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
-  Handle attr(H5_CHECK(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), "attribute ", name));
-  std::string padded = value;
-  padded.resize(std::max<size_t>(value.size(), 1), '\0');
-  H5_CHECK(H5Awrite(attr, type, padded.data()), "attribute ", name);
-}
-
-std::string read_string_attr(hid_t obj, const char* name) {
-  TSTL_CHECK(H5Aexists(obj, name) > 0, "attribute '", name, "' is missing");
-  Handle attr(H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT), "attribute ", name));
-  Handle file_type(H5_CHECK(H5Aget_type(attr), "attribute ", name));
-  TSTL_CHECK(H5Tget_class(file_type) == H5T_STRING && !H5Tis_variable_str(file_type), "attribute '", name,
-             "' is not a fixed-length string");
-  const size_t size = H5Tget_size(file_type);
-  Handle type = string_type(size);
-  std::string value(size, '\0');
-  H5_CHECK(H5Aread(attr, type, value.data()), "attribute ", name);
-  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
-  return value;
-}
-
 template <class T>
 void write_scalar_attr(hid_t obj, const char* name, T value, hid_t file_type, hid_t memory_type) {
   Handle space(H5_CHECK(H5Screate(H5S_SCALAR), "attribute ", name));
@@ -95,6 +73,8 @@ T read_scalar_attr(hid_t obj, const char* name, hid_t memory_type) {
 }
 
 void write_i64(hid_t obj, const char* name, int64_t v) { write_scalar_attr(obj, name, v, H5T_STD_I64LE, H5T_NATIVE_INT64); }
+void write_f64(hid_t obj, const char* name, double v) { write_scalar_attr(obj, name, v, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE); }
+double read_f64(hid_t obj, const char* name) { return read_scalar_attr<double>(obj, name, H5T_NATIVE_DOUBLE); }
 void write_u64(hid_t obj, const char* name, uint64_t v) { write_scalar_attr(obj, name, v, H5T_STD_U64LE, H5T_NATIVE_UINT64); }
 int64_t read_i64(hid_t obj, const char* name) { return read_scalar_attr<int64_t>(obj, name, H5T_NATIVE_INT64); }
 uint64_t read_u64(hid_t obj, const char* name) { return read_scalar_attr<uint64_t>(obj, name, H5T_NATIVE_UINT64); }
@@ -141,7 +121,7 @@ void write_tensors(hid_t file, const char* group_name, const NamedTensors& tenso
                         "creating dataset /", group_name, "/", name));
     if (host.numel() > 0)
       H5_CHECK(H5Dwrite(set, types.memory, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.raw()), "writing /", group_name, "/", name);
-    write_string_attr(set, "dtype", dtype_name(host.dtype()));
+    h5::write_string_attribute(set, "dtype", dtype_name(host.dtype()));
   }
 }
 
@@ -169,7 +149,7 @@ NamedTensors read_tensors(hid_t file, const char* group_name) {
   NamedTensors tensors;
   for (const std::string& name : member_names(group)) {
     Handle set(H5_CHECK(H5Dopen2(group, name.c_str(), H5P_DEFAULT), "dataset /", group_name, "/", name));
-    const DType dtype = dtype_from_name(read_string_attr(set, "dtype"));
+    const DType dtype = dtype_from_name(h5::read_string_attribute(set, "dtype", "checkpoint"));
     Handle space(H5_CHECK(H5Dget_space(set), "dataspace of ", name));
     const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space), "rank of ", name);
     std::vector<hsize_t> dims(static_cast<size_t>(rank));
@@ -182,6 +162,60 @@ NamedTensors read_tensors(hid_t file, const char* group_name) {
   return tensors;
 }
 
+constexpr const char* kAccumulationGroup = "accumulation";
+constexpr const char* kGradPrefix = "grad.";
+
+void write_accumulation(hid_t file, const Accumulation& a) {
+  NamedTensors grads;
+  for (const auto& [name, g] : a.grads) grads.emplace_back(kGradPrefix + name, g);
+  write_tensors(file, kAccumulationGroup, grads);
+  Handle group(H5_CHECK(H5Gopen2(file, kAccumulationGroup, H5P_DEFAULT), "group /", kAccumulationGroup));
+  write_i64(group, "micro_batches", a.micro_batches);
+  write_f64(group, "loss_sum", a.loss_sum);
+}
+
+// Strips `prefix` from the names that carry it, moving those tensors to `out`.
+void take_prefixed(NamedTensors& from, const std::string& prefix, NamedTensors& out) {
+  NamedTensors rest;
+  for (auto& [name, t] : from) {
+    if (name.rfind(prefix, 0) == 0) {
+      out.emplace_back(name.substr(prefix.size()), t);
+    } else {
+      rest.emplace_back(name, t);
+    }
+  }
+  from = std::move(rest);
+}
+
+Accumulation read_accumulation(hid_t file) {
+  Accumulation a;
+  if (H5Lexists(file, kAccumulationGroup, H5P_DEFAULT) <= 0) return a;
+  NamedTensors grads = read_tensors(file, kAccumulationGroup);
+  take_prefixed(grads, kGradPrefix, a.grads);
+  TSTL_CHECK(grads.empty(), "/", kAccumulationGroup, "/", grads.empty() ? "" : grads[0].first,
+             ": expected only grad.<parameter> datasets");
+  Handle group(H5_CHECK(H5Gopen2(file, kAccumulationGroup, H5P_DEFAULT), "group /", kAccumulationGroup));
+  a.micro_batches = read_i64(group, "micro_batches");
+  a.loss_sum = read_f64(group, "loss_sum");
+  return a;
+}
+
+// Version 1 kept the accumulation under /optimizer (partial_grad.<name>) and in /counters
+// (micro_done, and the loss as the integer bits of a double).
+Accumulation take_version1_accumulation(CheckpointState& s) {
+  Accumulation a;
+  take_prefixed(s.optimizer, "partial_grad.", a.grads);
+  if (auto it = s.counters.find("micro_done"); it != s.counters.end()) {
+    a.micro_batches = it->second;
+    s.counters.erase(it);
+  }
+  if (auto it = s.counters.find("partial_loss_bits"); it != s.counters.end()) {
+    std::memcpy(&a.loss_sum, &it->second, sizeof a.loss_sum);
+    s.counters.erase(it);
+  }
+  return a;
+}
+
 Handle open_and_check_header(const std::string& path) {
   h5::quiet();
   struct stat st;
@@ -191,27 +225,13 @@ Handle open_and_check_header(const std::string& path) {
              h5::last_error_message());
   Handle file(id);
   TSTL_CHECK(H5Aexists(file, "format") > 0, "'", path, "' is not a tstl checkpoint (no format attribute)");
-  const std::string format = read_string_attr(file, "format");
+  const std::string format = h5::read_string_attribute(file, "format", "checkpoint");
   TSTL_CHECK(format == kCheckpointFormat, "'", path, "' has format '", format, "', expected '", kCheckpointFormat, "'");
   const int64_t version = read_i64(file, "version");
   TSTL_CHECK(version <= kCheckpointVersion, "checkpoint '", path, "' has version ", version,
              ", newer than this tstl reads (", kCheckpointVersion, "): use a newer tstl");
   TSTL_CHECK(version >= 1, "checkpoint '", path, "' has invalid version ", version);
   return file;
-}
-
-void fsync_path(const std::string& path, int flags, const std::string& what) {
-  const int fd = ::open(path.c_str(), flags);
-  TSTL_CHECK(fd >= 0, "cannot open ", what, " '", path, "' to sync it: ", std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  TSTL_CHECK(rc == 0, "fsync of ", what, " '", path, "' failed: ", std::strerror(err));
-}
-
-std::string parent_dir(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -230,7 +250,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& state) {
   try {
     {
       Handle file(H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "creating checkpoint ", tmp));
-      write_string_attr(file, "format", kCheckpointFormat);
+      h5::write_string_attribute(file, "format", kCheckpointFormat);
       write_i64(file, "version", kCheckpointVersion);
       write_i64(file, "step", state.step);
       write_i64(file, "optimizer_step", state.optimizer_step);
@@ -238,7 +258,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& state) {
       write_u64(file, "data_cursor", state.data_cursor);
       write_u64(file, "rng_seed", state.rng_seed);
       write_u64(file, "rng_offset", state.rng_offset);
-      write_string_attr(file, "tokenizer", state.tokenizer);
+      h5::write_string_attribute(file, "tokenizer", state.tokenizer);
       write_string_dataset(file, "config", state.config);
       {
         Handle counters = create_ordered_group(file, "counters");
@@ -246,6 +266,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& state) {
       }
       write_tensors(file, "parameters", state.parameters);
       write_tensors(file, "optimizer", state.optimizer);
+      if (state.accumulation.micro_batches > 0) write_accumulation(file, state.accumulation);
       H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flushing checkpoint ", tmp);
       // Close now, checked (the handle's own close ignores errors); its destructor then finds
       // an invalid id and does nothing.
@@ -253,14 +274,11 @@ void save_checkpoint(const std::string& path, const CheckpointState& state) {
     }
     struct stat st;
     TSTL_CHECK(stat(tmp.c_str(), &st) == 0 && st.st_size > 0, "checkpoint '", tmp, "' is empty after writing");
-    fsync_path(tmp, O_RDONLY, "checkpoint");
-    TSTL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "': ",
-               std::strerror(errno));
+    commit_file(tmp, path);
   } catch (const Error& e) {
     std::remove(tmp.c_str());
     TSTL_FAIL("saving checkpoint '", path, "' failed (earlier checkpoints are kept): ", e.what());
   }
-  fsync_path(parent_dir(path), O_RDONLY | O_DIRECTORY, "directory");
 }
 
 CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
@@ -273,7 +291,7 @@ CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
     s.data_cursor = read_u64(file, "data_cursor");
     s.rng_seed = read_u64(file, "rng_seed");
     s.rng_offset = read_u64(file, "rng_offset");
-    s.tokenizer = read_string_attr(file, "tokenizer");
+    s.tokenizer = h5::read_string_attribute(file, "tokenizer", "checkpoint");
     s.config = read_string_dataset(file, "config");
     {
       Handle counters(H5_CHECK(H5Gopen2(file, "counters", H5P_DEFAULT), "group /counters"));
@@ -286,7 +304,10 @@ CheckpointState load_checkpoint(const std::string& path, bool with_optimizer) {
       }
     }
     s.parameters = read_tensors(file, "parameters");
-    if (with_optimizer) s.optimizer = read_tensors(file, "optimizer");
+    if (with_optimizer) {
+      s.optimizer = read_tensors(file, "optimizer");
+      s.accumulation = read_i64(file, "version") == 1 ? take_version1_accumulation(s) : read_accumulation(file);
+    }
     return s;
   } catch (const Error& e) {
     const std::string message = e.what();
@@ -299,7 +320,9 @@ void verify_checkpoint(const std::string& path) {
   Handle file = open_and_check_header(path);
   struct stat st;
   TSTL_CHECK(stat(path.c_str(), &st) == 0, "checkpoint '", path, "': ", std::strerror(errno));
-  for (const char* group_name : {"parameters", "optimizer"}) {
+  for (const char* group_name : {"parameters", "optimizer", kAccumulationGroup}) {
+    const bool optional = std::strcmp(group_name, kAccumulationGroup) == 0;  // only after a stop mid-step
+    if (optional && H5Lexists(file, group_name, H5P_DEFAULT) <= 0) continue;
     TSTL_CHECK(H5Lexists(file, group_name, H5P_DEFAULT) > 0, "checkpoint '", path, "' has no /", group_name);
     Handle group(H5_CHECK(H5Gopen2(file, group_name, H5P_DEFAULT), "group /", group_name));
     for (const std::string& name : member_names(group)) {

@@ -17,7 +17,17 @@
 namespace tstl {
 
 inline constexpr const char* kCheckpointFormat = "tstl-checkpoint";
-inline constexpr int64_t kCheckpointVersion = 1;
+// Version 2 keeps an interrupted accumulation in its own /accumulation group; version 1 files
+// (which kept it under /optimizer as partial_grad.<name> and in /counters) still load.
+inline constexpr int64_t kCheckpointVersion = 2;
+
+// The gradients of an optimizer step interrupted between micro-batches (a stop request during
+// gradient accumulation); the resumed run adds the step's remaining micro-batches to them.
+struct Accumulation {
+  int64_t micro_batches = 0;  // micro-batches of the step already run; 0: nothing pending
+  double loss_sum = 0;        // their weighted losses, summed
+  NamedTensors grads;         // by parameter name
+};
 
 struct CheckpointState {
   NamedTensors parameters;  // model parameters by name (GPT-NeoX names), any device and dtype
@@ -30,13 +40,14 @@ struct CheckpointState {
   std::string config;          // the resolved config (Config::dump())
   std::string tokenizer;       // the tokenizer identity
   std::map<std::string, int64_t> counters;  // further integers of the loop (e.g. skipped_steps)
+  Accumulation accumulation;   // written only when micro_batches > 0
 };
 
 // Writes atomically (see above). Tensors are copied to the host; names must be non-empty and
 // must not contain '/'. Throws tstl::Error naming the path and the cause.
 void save_checkpoint(const std::string& path, const CheckpointState& state);
 // Reads a checkpoint into CPU tensors (their saved dtype), validating format and version.
-// with_optimizer = false skips the moments (--train.init_from).
+// with_optimizer = false skips the moments and the accumulation (--train.init_from, inference).
 CheckpointState load_checkpoint(const std::string& path, bool with_optimizer = true);
 // A cheap structural check without reading tensor data: the file opens, format and version
 // match, and every dataset's storage lies within the file. Throws with the reason.

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/int_list.h"
 
 namespace tstl {
 
@@ -377,9 +378,8 @@ std::string Config::get<std::string>(const std::string& key) const {
 template <>
 std::vector<int64_t> Config::get<std::vector<int64_t>>(const std::string& key) const {
   key_of_type(key, {ConfigType::IntList}, "std::vector<int64_t>");
-  std::vector<int64_t> out;
-  for (const std::string& item : split_commas(values_.at(key))) out.push_back(std::stoll(item));
-  return out;
+  const std::string& text = values_.at(key);  // canonical: integers, commas, no spaces
+  return text.empty() ? std::vector<int64_t>{} : parse_int_list(text, key, std::numeric_limits<int64_t>::min());
 }
 template <>
 std::vector<std::string> Config::get<std::vector<std::string>>(const std::string& key) const {

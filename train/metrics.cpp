@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace tstl {
@@ -53,12 +54,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_until_step) : path_
         kept += line + "\n";
       }
       in.close();
-      const std::string tmp = path + ".tmp";
-      std::FILE* out = std::fopen(tmp.c_str(), "w");
-      TSTL_CHECK(out, "cannot write '", tmp, "': ", std::strerror(errno));
-      const bool ok = std::fwrite(kept.data(), 1, kept.size(), out) == kept.size();
-      TSTL_CHECK(std::fclose(out) == 0 && ok, "cannot write '", tmp, "': ", std::strerror(errno));
-      TSTL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot replace '", path, "': ", std::strerror(errno));
+      write_file_atomically(path, kept);
     }
   }
   file_ = std::fopen(path.c_str(), "a");

@@ -1,10 +1,33 @@
 #include "train/model_io.h"
 
+#include <cmath>
 #include <set>
 
 #include "train/model_config.h"
 
 namespace tstl {
+
+namespace {
+// The index of the first NaN or infinity of `t` (a CPU tensor), or -1.
+template <class T>
+int64_t first_nonfinite(const Tensor& t) {
+  const T* p = t.data<T>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(p[i])) return i;
+  return -1;
+}
+}  // namespace
+
+void check_finite(const std::string& name, const Tensor& value, const std::string& source) {
+  const Tensor host = value.device() == Device::CPU ? value : value.to(Device::CPU);
+  const bool f64 = host.dtype() == DType::F64;
+  const Tensor t = f64 ? host : host.to(DType::F32);
+  const int64_t i = f64 ? first_nonfinite<double>(t) : first_nonfinite<float>(t);
+  if (i < 0) return;
+  const double v = f64 ? t.data<double>()[i] : t.data<float>()[i];
+  TSTL_FAIL(source, ": parameter ", name, " holds a non-finite value (", v, " at element ", i, " of ", t.numel(),
+            "); these weights cannot be used (saved from a run that diverged?)");
+}
 
 void load_parameters(Decoder& model, const NamedTensors& parameters, const std::string& source) {
   std::set<std::string> seen;
@@ -12,6 +35,7 @@ void load_parameters(Decoder& model, const NamedTensors& parameters, const std::
     Tensor target = model.parameter(name);  // throws naming an unknown parameter
     TSTL_CHECK(target.shape() == value.shape(), source, ": parameter ", name, " has shape ", shape_str(value.shape()),
                ", the model expects ", shape_str(target.shape()));
+    check_finite(name, value, source);
     target.copy_(value);
     seen.insert(name);
   }

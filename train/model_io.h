@@ -11,9 +11,12 @@
 
 namespace tstl {
 
-// Copies every parameter of `model` from `parameters` (by name). A missing name or a shape that
-// differs is an error naming the parameter and `source`; extra names are an error too.
+// Copies every parameter of `model` from `parameters` (by name). A missing name, a shape that
+// differs or a NaN or infinity is an error naming the parameter and `source`; extra names are an
+// error too.
 void load_parameters(Decoder& model, const NamedTensors& parameters, const std::string& source);
+// Throws naming `name`, `source` and the first element when `value` holds a NaN or infinity.
+void check_finite(const std::string& name, const Tensor& value, const std::string& source);
 
 struct LoadedModel {
   std::unique_ptr<Decoder> model;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -102,6 +103,9 @@ TEST_F(EvalCommands, PplPasskeyGenerateAttentionReport) {
                (dir_ / "att.json").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const JsonValue a = read_json(dir_ / "att.json");
+  EXPECT_EQ(a.get_number("step"), 5);  // the model fields of eval ppl and eval passkey
+  EXPECT_EQ(a.get_string("scaling_method"), "none");
+  EXPECT_EQ(a.get_string("method"), j.get_string("method"));
   const JsonValue& probs = a.get_array("layers").array[0].get_array("probabilities");
   ASSERT_EQ(probs.array.size(), 3u);               // heads
   ASSERT_EQ(probs.array[0].array.size(), 5u);      // queries
@@ -123,6 +127,47 @@ TEST_F(EvalCommands, PplPasskeyGenerateAttentionReport) {
   EXPECT_NE(r.output.find("| run | rope | none | 8 | 259.00 | *259.00* | *259.00* |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| run | rope | dynamic-ntk:2 | 8 | *0.00* |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("plots skipped"), std::string::npos);
+}
+
+// Inputs a new user might try that must fail with a message saying what is wrong.
+TEST_F(EvalCommands, BadInputsFailClearly) {
+  const std::string ck = " --checkpoint " + checkpoint_;
+  const std::string data = " --data " + (dir_ / "tokens.h5").string() + " --split train";
+  auto r = run_tstl("eval ppl" + ck + data + " --lengths 8 --stride 0 --json " + (dir_ / "s.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("--stride must be >= 1, got 0"), std::string::npos) << r.output;
+
+  // A length whose buffers cannot exist on any machine (10^15 tokens): the message names it.
+#if defined(__SANITIZE_ADDRESS__)
+  std::printf("skipping the out-of-memory case: AddressSanitizer aborts instead of throwing std::bad_alloc\n");
+#else
+  r = run_tstl("eval ppl" + ck + data + " --lengths 8,1000000000000000 --json " + (dir_ / "big.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("length 1000000000000000: out of memory"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("GiB"), std::string::npos) << r.output;
+  r = run_tstl("eval passkey" + ck + " --lengths 250,1000000000000000 --cases 1 --json " + (dir_ / "big.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("length 1000000000000000: out of memory"), std::string::npos) << r.output;
+#endif
+
+  // Weights holding NaN (and another holding infinity): every command that loads them names the first.
+  CheckpointState state = load_checkpoint(checkpoint_, /*with_optimizer=*/false);
+  for (auto& [name, t] : state.parameters) {
+    if (name == "gpt_neox.layers.0.mlp.dense_h_to_4h.weight") t.data<float>()[7] = NAN;
+    if (name == "embed_out.weight") t.data<float>()[0] = INFINITY;
+  }
+  const std::string bad = (dir_ / "nan.h5").string();
+  save_checkpoint(bad, state);
+  for (const std::string& command :
+       {"eval ppl --checkpoint " + bad + data + " --lengths 8 --json " + (dir_ / "n.json").string(),
+        "eval passkey --checkpoint " + bad + " --lengths 250 --cases 1 --json " + (dir_ / "n.json").string(),
+        "generate --checkpoint " + bad + " --prompt Hi --max-tokens 2"}) {
+    r = run_tstl(command);
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.output.find("parameter gpt_neox.layers.0.mlp.dense_h_to_4h.weight holds a non-finite value (nan at element 7"),
+              std::string::npos)
+        << r.output;
+  }
 }
 
 }  // namespace

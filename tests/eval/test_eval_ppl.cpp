@@ -110,7 +110,7 @@ TEST(EvalPpl, MatchesANaiveEvaluationForEveryWindowingMode) {
     const std::vector<std::vector<int32_t>> docs = {test_tokens(30, 17, 4), test_tokens(13, 17, 5),
                                                     test_tokens(4, 17, 6)};
     InferenceScaling dynamic;
-    dynamic.method = v == Variant::Alibi ? "dynamic-ntk-alibi" : "dynamic-ntk";
+    dynamic.method = v == Variant::Alibi ? ScalingMethod::DynamicNTKAlibi : ScalingMethod::DynamicNTK;
     dynamic.factor = 2;
     for (const InferenceScaling& scaling : {InferenceScaling{}, dynamic}) {
       const ForwardOptions opt = forward_options_for(c, scaling);
@@ -183,4 +183,35 @@ TEST(Scaling, MethodsThatDoNotApplyToTheVariantAreErrors) {
 }
 
 }  // namespace
+// The names of the command line, as docs/variants.md lists them, against what each sets.
+TEST(Scaling, EachMethodNameSetsItsRopeOrAlibiScaling) {
+  struct Case {
+    const char* spec;
+    ScalingMethod method;
+    RopeScaling rope;
+    AlibiScaling alibi;
+  };
+  const Case cases[] = {
+      {"pi:2", ScalingMethod::PI, RopeScaling::PI, AlibiScaling::None},
+      {"ntk:2", ScalingMethod::NTK, RopeScaling::NTK, AlibiScaling::None},
+      {"dynamic-ntk:2", ScalingMethod::DynamicNTK, RopeScaling::DynamicNTK, AlibiScaling::None},
+      {"yarn:2", ScalingMethod::YaRN, RopeScaling::YaRN, AlibiScaling::None},
+      {"alibi-interp:2", ScalingMethod::AlibiInterp, RopeScaling::None, AlibiScaling::Interp},
+      {"ntk-alibi:2", ScalingMethod::NTKAlibi, RopeScaling::None, AlibiScaling::NTK},
+      {"dynamic-ntk-alibi:2", ScalingMethod::DynamicNTKAlibi, RopeScaling::None, AlibiScaling::DynamicNTK},
+  };
+  for (const Case& c : cases) {
+    const InferenceScaling s = parse_scaling(c.spec);
+    EXPECT_EQ(s.method, c.method) << c.spec;
+    EXPECT_EQ(scaling_label(s), c.spec);
+    const bool alibi = c.alibi != AlibiScaling::None;
+    const ForwardOptions o = forward_options_for(tiny_config(alibi ? Variant::Alibi : Variant::Rope), s);
+    EXPECT_EQ(o.rope.scaling, c.rope) << c.spec;
+    EXPECT_EQ(o.alibi.scaling, c.alibi) << c.spec;
+  }
+  EXPECT_EQ(parse_scaling("none").method, ScalingMethod::None);
+  EXPECT_STREQ(scaling_method_name(ScalingMethod::None), "none");
+  EXPECT_THROW(parse_scaling("none:2"), Error);
+}
+
 }  // namespace tstl

@@ -2,7 +2,7 @@
 // the backward derived by hand from them (not from the flash kernel's formulas):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),
 //   dQ = dS K * scale * logn,   dK = dS^T (Q * scale * logn).
-// Conventions (attention-variants.md): query row n at position p = offset + n, key j visible
+// Conventions (docs/variants.md): query row n at position p = offset + n, key j visible
 // iff j <= p, S[n, j] = logn[n] * scale * q_n . k_j - m_h (p - j).
 #pragma once
 
@@ -23,7 +23,7 @@ struct NaiveAttention {
   std::vector<double> p;              // (B, H, N, M)
 };
 
-// ALiBi slopes by the rule of attention-variants.md section 2: 2^(-8h/H) for H a power of two,
+// ALiBi slopes by the rule of docs/variants.md ("Variants", alibi): 2^(-8h/H) for H a power of two,
 // otherwise the slopes of the largest power of two c <= H followed by every other slope of 2c.
 inline std::vector<double> alibi_slopes_by_rule(int64_t heads) {
   auto power_of_two_slopes = [](int64_t n) {

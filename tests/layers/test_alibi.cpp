@@ -90,9 +90,6 @@ TEST(AlibiScaling, TensorAndNames) {
   const auto v = t.to_vector<double>();
   const auto ref = alibi_slopes(12);
   for (size_t i = 0; i < v.size(); ++i) EXPECT_NEAR(v[i], ref[i], 1e-7);
-  EXPECT_EQ(parse_alibi_scaling("interp"), AlibiScaling::Interp);
-  EXPECT_EQ(parse_alibi_scaling("dynamic-ntk"), AlibiScaling::DynamicNTK);
-  EXPECT_THROW(parse_alibi_scaling("yarn"), Error);
   EXPECT_THROW(alibi_scaled_slopes(8, 0, options(AlibiScaling::Interp, 0.5)), Error);
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/hdf5.h"
 #include "train/checkpoint.h"
 
 namespace tstl {
@@ -105,6 +106,89 @@ TEST(Checkpoint, RoundTripIsBitwise) {
   EXPECT_TRUE(weights_only.optimizer.empty());
   expect_bitwise_equal(weights_only.parameters, s.parameters);
   EXPECT_EQ(dir.list(), (std::vector<int64_t>{40}));
+}
+
+// An interrupted accumulation: its own group, /accumulation, with grad.<name> datasets and the
+// attributes micro_batches (integer) and loss_sum (a 64-bit float, not integer bits).
+CheckpointState with_accumulation(int64_t step) {
+  CheckpointState s = make_state(step);
+  s.accumulation.micro_batches = 3;
+  s.accumulation.loss_sum = 0.1 + 0.2;  // not a round number: must come back bit for bit
+  s.accumulation.grads = {{"gpt_neox.embed_in.weight", Tensor::full({3, 7}, -0.75)},
+                          {"embed_out.weight", Tensor::full({3, 7}, 1.0 / 3.0)}};
+  return s;
+}
+
+void expect_same_accumulation(const Accumulation& a, const Accumulation& b) {
+  EXPECT_EQ(a.micro_batches, b.micro_batches);
+  EXPECT_EQ(std::memcmp(&a.loss_sum, &b.loss_sum, sizeof(double)), 0) << a.loss_sum << " vs " << b.loss_sum;
+  expect_bitwise_equal(a.grads, b.grads);
+}
+
+TEST(Checkpoint, AccumulationHasItsOwnGroup) {
+  CheckpointDir dir(fresh_dir("accumulation"));
+  const CheckpointState s = with_accumulation(12);
+  const std::string path = dir.save(s);
+  const CheckpointState loaded = load_checkpoint(path);
+  expect_matches(loaded, s);  // the optimizer group holds the moments only
+  expect_same_accumulation(loaded.accumulation, s.accumulation);
+  EXPECT_EQ(load_checkpoint(path, /*with_optimizer=*/false).accumulation.micro_batches, 0);
+  // The layout, read with the HDF5 library directly.
+  h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  int64_t version = 0;
+  h5::Handle version_attr(H5Aopen(file, "version", H5P_DEFAULT));
+  H5Aread(version_attr, H5T_NATIVE_INT64, &version);
+  EXPECT_EQ(version, 2);
+  h5::Handle group(H5Gopen2(file, "accumulation", H5P_DEFAULT));
+  ASSERT_TRUE(group.valid());
+  EXPECT_GT(H5Lexists(group, "grad.embed_out.weight", H5P_DEFAULT), 0);
+  h5::Handle loss(H5Aopen(group, "loss_sum", H5P_DEFAULT));
+  h5::Handle loss_type(H5Aget_type(loss));
+  EXPECT_EQ(H5Tget_class(loss_type), H5T_FLOAT);
+  EXPECT_EQ(H5Tget_size(loss_type), 8u);
+  double loss_sum = 0;
+  H5Aread(loss, H5T_NATIVE_DOUBLE, &loss_sum);
+  EXPECT_EQ(loss_sum, 0.1 + 0.2);
+  h5::Handle micro(H5Aopen(group, "micro_batches", H5P_DEFAULT));
+  h5::Handle micro_type(H5Aget_type(micro));
+  EXPECT_EQ(H5Tget_class(micro_type), H5T_INTEGER);
+  // Without an interrupted accumulation there is no group.
+  const std::string plain = dir.save(make_state(13));
+  h5::Handle plain_file(H5Fopen(plain.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  EXPECT_EQ(H5Lexists(plain_file, "accumulation", H5P_DEFAULT), 0);
+}
+
+// Rewrites a version-2 file with an accumulation into the version-1 layout: the gradients under
+// /optimizer as partial_grad.<name>, micro_done and the loss's integer bits in /counters.
+void downgrade_to_version1(const std::string& path, const Accumulation& a) {
+  h5::quiet();
+  h5::Handle file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), path));
+  const int64_t one = 1;
+  h5::Handle version(H5_CHECK(H5Aopen(file, "version", H5P_DEFAULT), "version"));
+  H5_CHECK(H5Awrite(version, H5T_NATIVE_INT64, &one), "version");
+  for (const auto& [name, g] : a.grads)
+    H5_CHECK(H5Lmove(file, ("accumulation/grad." + name).c_str(), file, ("optimizer/partial_grad." + name).c_str(),
+                     H5P_DEFAULT, H5P_DEFAULT), name);
+  H5_CHECK(H5Ldelete(file, "accumulation", H5P_DEFAULT), "accumulation");
+  h5::Handle counters(H5_CHECK(H5Gopen2(file, "counters", H5P_DEFAULT), "counters"));
+  int64_t bits = 0;
+  std::memcpy(&bits, &a.loss_sum, sizeof bits);
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"micro_done", a.micro_batches}, {"partial_loss_bits", bits}}) {
+    h5::Handle space(H5_CHECK(H5Screate(H5S_SCALAR), name));
+    h5::Handle attr(H5_CHECK(H5Acreate2(counters, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), name));
+    H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value), name);
+  }
+}
+
+TEST(Checkpoint, Version1AccumulationStillLoads) {
+  CheckpointDir dir(fresh_dir("version1"));
+  const CheckpointState s = with_accumulation(7);
+  const std::string path = dir.save(s);
+  downgrade_to_version1(path, s.accumulation);
+  EXPECT_EQ(dir.latest()->path, path);  // verify_checkpoint accepts version 1
+  const CheckpointState loaded = load_checkpoint(path);
+  expect_matches(loaded, s);  // no partial_grad.* among the moments, no v1 keys among the counters
+  expect_same_accumulation(loaded.accumulation, s.accumulation);
 }
 
 TEST(Checkpoint, RejectsOtherFilesAndFormats) {
