@@ -18,6 +18,7 @@
 #include "train/model_cost.h"
 #include "train/metrics.h"
 #include "train/model_config.h"
+#include "train/peak_flops.h"
 
 int main(int argc, char** argv) {
   using namespace tstl;
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     const ModelCost cost = model_cost(mc, batch, seq);
     const double flops = cost.flops_per_token * static_cast<double>(batch * seq);
-    const double peak = measure_cpu_peak_gflops();
+    const double peak = measure_sgemm_flops(2048, 3) * 1e-9;
     std::printf("%s (%s): %lld parameters, batch %lld x %lld tokens\n", argv[1], variant_name(mc.variant),
                 static_cast<long long>(cost.parameters), static_cast<long long>(batch), static_cast<long long>(seq));
     std::printf("  init %.1f s; forward+backward %.2f s = %.1f GFLOP/s (%.2f x the sgemm peak of %.1f GFLOP/s)\n",

@@ -10,6 +10,7 @@ namespace tstl {
 using Args = std::vector<std::string>;
 
 int command_version(const Args& args);
+int command_bench(const Args& args);  // tstl bench peak
 int command_info(const Args& args);
 int command_train(const Args& args);
 int command_prepare(const Args& args);

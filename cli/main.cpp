@@ -29,6 +29,7 @@ const Command kCommands[] = {
     {"export", "a rope checkpoint as a Hugging Face GPT-NeoX model: tstl export hf --checkpoint PATH --output DIR",
      tstl::command_export},
     {"info", "parameter counts, FLOPs per token and training memory of a config", tstl::command_info},
+    {"bench", "measure this machine: bench peak (the sgemm peak that MFU divides by, cached)", tstl::command_bench},
     {"version", "print the version and the backends this binary was built with", tstl::command_version},
 };
 

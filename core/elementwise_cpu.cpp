@@ -1,9 +1,12 @@
 // CPU kernels of the elementwise, reduction, layout and random-fill ops (OpenMP over elements).
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/elementwise.h"
 #include "core/kernels.h"
 #include "core/reduce.h"
+#include "core/vec_math.h"
 
 namespace tstl::kernels {
 
@@ -13,27 +16,44 @@ void cuda_not_compiled(const char* kernel) {
 
 void binary_cpu(Binary op, const Tensor& a, const Tensor& b, Tensor& out) {
   const int64_t n = a.numel(), row = b.numel();  // row == n when shapes match
+  if (n == 0) return;
+  TSTL_CHECK(row > 0 && n % row == 0, "binary: ", row, " elements of b do not tile ", n, " of a");
+  const int64_t rows = n / row;  // b repeats over the rows of a; out may alias a
   visit_float(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* po = out.data<T>();
+    // Row by row, so that the inner loop is contiguous in all three and vectorises (an index
+    // modulo the row length per element kept it scalar).
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) po[i] = binary_apply(op, pa[i], pb[row == n ? i : i % row]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* ar = pa + r * row;
+      T* orow = po + r * row;
+      for (int64_t i = 0; i < row; ++i) orow[i] = binary_apply(op, ar[i], pb[i]);
+    }
   });
 }
 
 void sum_rows_cpu(const Tensor& x, Tensor& out) {
-  const int64_t cols = out.numel(), rows = x.numel() / cols;
+  const int64_t cols = out.numel(), rows = cols ? x.numel() / cols : 0;
+  constexpr int64_t kBlock = 64;  // columns per task: a row of accumulators stays in registers/L1
   visit_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* po = out.data<T>();
+    // Each column is summed over rows 0, 1, ..., R-1 in that order, whatever the thread count;
+    // 64 columns advance together row by row, so x is read contiguously (one column at a time
+    // read it with a stride of C).
 #pragma omp parallel for schedule(static) if (cols * rows > 32768)
-    for (int64_t c = 0; c < cols; ++c) {
-      double acc = 0;
-      for (int64_t r = 0; r < rows; ++r) acc += px[r * cols + c];
-      po[c] = static_cast<T>(acc);
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+      const int64_t width = std::min(kBlock, cols - c0);
+      double acc[kBlock] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = px + r * cols + c0;
+        for (int64_t c = 0; c < width; ++c) acc[c] += xr[c];
+      }
+      for (int64_t c = 0; c < width; ++c) po[c0 + c] = static_cast<T>(acc[c]);
     }
   });
 }
@@ -49,6 +69,37 @@ void scale_cpu(const Tensor& x, double s, Tensor& out) {
   });
 }
 
+// GELU: f32 through core/vec_math.h (vectorised; within a few 1e-6 relative of the exact
+// x Phi(x), tests/core/test_cpu_kernels.cpp), f64 through the exact TSTL_HD math of
+// core/elementwise.h (gradient checks).
+namespace {
+template <class T>
+TSTL_ALWAYS_INLINE void gelu_value_and_derivative(T x, T& value, T& derivative) {
+  if constexpr (std::is_same_v<T, float>) {
+    vec::gelu_and_derivative_f32(x, value, derivative);
+  } else {
+    value = gelu_value(x);
+    derivative = gelu_derivative(x);
+  }
+}
+template <class T>
+TSTL_ALWAYS_INLINE T gelu_derivative_of(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vec::gelu_derivative_f32(x);
+  } else {
+    return gelu_derivative(x);
+  }
+}
+template <class T>
+TSTL_ALWAYS_INLINE T gelu_of(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vec::gelu_f32(x);
+  } else {
+    return gelu_value(x);
+  }
+}
+}  // namespace
+
 void gelu_forward_cpu(const Tensor& x, Tensor& y) {
   const int64_t n = x.numel();
   visit_float(x.dtype(), [&](auto tag) {
@@ -56,7 +107,7 @@ void gelu_forward_cpu(const Tensor& x, Tensor& y) {
     const T* px = x.data<T>();
     T* py = y.data<T>();
 #pragma omp parallel for schedule(static) if (n > 8192)
-    for (int64_t i = 0; i < n; ++i) py[i] = gelu_value(px[i]);
+    for (int64_t i = 0; i < n; ++i) py[i] = gelu_of(px[i]);
   });
 }
 
@@ -68,7 +119,45 @@ void gelu_backward_cpu(const Tensor& x, const Tensor& dy, Tensor& dx) {
     const T* pdy = dy.data<T>();
     T* pdx = dx.data<T>();
 #pragma omp parallel for schedule(static) if (n > 8192)
-    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * gelu_derivative(px[i]);
+    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * gelu_derivative_of(px[i]);
+  });
+}
+
+void bias_gelu_forward_cpu(Tensor& h, const Tensor& bias, Tensor& y) {
+  const int64_t cols = bias.numel(), rows = cols ? h.numel() / cols : 0;
+  TSTL_CHECK(cols > 0 ? h.numel() % cols == 0 : h.numel() == 0, "bias_gelu_forward: ", cols,
+             " biases do not tile ", h.numel(), " values");
+  visit_float(h.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* ph = h.data<T>();
+    const T* pb = bias.data<T>();
+    T* py = y.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols > 8192)
+    for (int64_t r = 0; r < rows; ++r) {
+      T* hr = ph + r * cols;
+      T* yr = py + r * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        hr[c] += pb[c];
+        yr[c] = gelu_of(hr[c]);
+      }
+    }
+  });
+}
+
+void gelu_with_backward_cpu(const Tensor& x, const Tensor& dy, Tensor& y, Tensor& dx) {
+  const int64_t n = x.numel();
+  visit_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    const T* pdy = dy.data<T>();
+    T* py = y.data<T>();
+    T* pdx = dx.data<T>();
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; ++i) {
+      T derivative;
+      gelu_value_and_derivative(px[i], py[i], derivative);
+      pdx[i] = pdy[i] * derivative;
+    }
   });
 }
 

@@ -33,6 +33,25 @@ __global__ void binary_kernel(Binary op, const T* a, const T* b, T* out, int64_t
   }
 }
 
+// h += bias (row broadcast, in place), then y = gelu(h) from the stored (rounded) h, as the
+// separate add and gelu kernels would compute it.
+template <class T>
+__global__ void bias_gelu_forward_kernel(T* h, const T* bias, T* y, int64_t n, int64_t cols) {
+  TSTL_GRID_STRIDE(i, n) {
+    store(h, i, load(h, i) + load(bias, i % cols));
+    store(y, i, gelu_value(load(h, i)));
+  }
+}
+
+template <class T>
+__global__ void gelu_with_backward_kernel(const T* x, const T* dy, T* y, T* dx, int64_t n) {
+  TSTL_GRID_STRIDE(i, n) {
+    const auto v = load(x, i);
+    store(y, i, gelu_value(v));
+    store(dx, i, load(dy, i) * gelu_derivative(v));
+  }
+}
+
 // Block (32, kRowThreads): threadIdx.x picks a column of this block's 32, threadIdx.y a residue
 // class of rows; the kRowThreads partial sums are then added in a fixed order.
 constexpr int kRowThreads = 16;
@@ -236,6 +255,29 @@ void gelu_backward_cuda(const Tensor& x, const Tensor& dy, Tensor& dx) {
     using T = decltype(tag);
     gelu_backward_kernel<T><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(in<T>(x), in<T>(dy),
                                                                                    out_ptr<T>(dx), n);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void bias_gelu_forward_cuda(Tensor& h, const Tensor& bias, Tensor& y) {
+  const int64_t n = h.numel(), cols = bias.numel();
+  if (n == 0) return;
+  TSTL_CHECK(cols > 0 && n % cols == 0, "bias_gelu_forward (CUDA): ", cols, " biases do not tile ", n, " values");
+  cuda::visit_cuda_float(h.dtype(), "bias_gelu_forward", [&](auto tag) {
+    using T = decltype(tag);
+    bias_gelu_forward_kernel<T><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(
+        out_ptr<T>(h), in<T>(bias), out_ptr<T>(y), n, cols);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void gelu_with_backward_cuda(const Tensor& x, const Tensor& dy, Tensor& y, Tensor& dx) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  cuda::visit_cuda_float(x.dtype(), "gelu_with_backward", [&](auto tag) {
+    using T = decltype(tag);
+    gelu_with_backward_kernel<T><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(
+        in<T>(x), in<T>(dy), out_ptr<T>(y), out_ptr<T>(dx), n);
     CUDA_CHECK_LAUNCH();
   });
 }

@@ -31,6 +31,10 @@ TSTL_DECLARE_KERNEL(void, binary, Binary op, const Tensor& a, const Tensor& b, T
 // out (C) = sum over rows of x (R, C): the backward of a broadcast row.
 TSTL_DECLARE_KERNEL(void, sum_rows, const Tensor& x, Tensor& out)
 TSTL_DECLARE_KERNEL(void, scale, const Tensor& x, double s, Tensor& out)
+// h (R, F) += bias (F) in place, then y = gelu(h): the MLP's first bias and activation in one pass.
+TSTL_DECLARE_KERNEL(void, bias_gelu_forward, Tensor& h, const Tensor& bias, Tensor& y)
+// y = gelu(x) and dx = dy gelu'(x) in one pass: the MLP backward needs both (y for dW_out).
+TSTL_DECLARE_KERNEL(void, gelu_with_backward, const Tensor& x, const Tensor& dy, Tensor& y, Tensor& dx)
 TSTL_DECLARE_KERNEL(void, gelu_forward, const Tensor& x, Tensor& y)
 TSTL_DECLARE_KERNEL(void, gelu_backward, const Tensor& x, const Tensor& dy, Tensor& dx)
 // out (scalar) = sum of x, accumulated in double; on the CPU in fixed blocks (core/reduce.h), so

@@ -7,13 +7,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/vec_math.h"
+
 namespace tstl {
 namespace {
 
 // ---- Row kernels: contiguous loops over the visible keys of one row of a tile ----------------
-// Written once as always-inline templates, stamped out below for f32 per instruction set.
-
-#define TSTL_ALWAYS_INLINE __attribute__((always_inline)) inline
+// Written once as always-inline templates (TSTL_ALWAYS_INLINE: core/vec_math.h), stamped out
+// below for f32 per instruction set.
 
 // s[j] = row_scale * s[j] - slope * (query_pos - key_pos), key_pos = key0 + j, as flash_logit
 // for visible keys (the caller passes only those); rel_pos = query_pos - key0, key_index[j] = j
@@ -41,28 +42,7 @@ TSTL_ALWAYS_INLINE T logits_row_impl(T* __restrict s, int64_t count, T row_scale
   return row_max;
 }
 
-// exp(x) for f32 in a form the compiler vectorises (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2,
-// degree-7 polynomial for e^r, 2^n built in the exponent bits); relative error <= 1.5 ulp for
-// x in [-87.3, 88], clamped outside (exp(-87.3) = 1.2e-38: negligible next to a row sum >= 1).
-TSTL_ALWAYS_INLINE float exp_f32(float x) {
-  x = x < -87.33654f ? -87.33654f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float magic = 12582912.0f;                         // 1.5 * 2^23: adding it rounds to an integer
-  const float shifted = x * 1.44269504088896341f + magic;  // n = round(x / ln 2) in the low mantissa bits
-  const float n = shifted - magic;
-  float r = x - n * 0.693359375f;  // ln 2 split in two for an exact reduction
-  r = r + n * 2.12194440e-4f;
-  float poly = 1.9875691500e-4f;
-  poly = poly * r + 1.3981999507e-3f;
-  poly = poly * r + 8.3334519073e-3f;
-  poly = poly * r + 4.1665795894e-2f;
-  poly = poly * r + 1.6666665459e-1f;
-  poly = poly * r + 5.0000001201e-1f;
-  poly = poly * r * r + r + 1.0f;
-  // 2^n; unsigned arithmetic (same bits as signed) keeps a NaN input defined: the NaN poly wins.
-  const uint32_t exponent = (__builtin_bit_cast(uint32_t, shifted) - 0x4B400000u + 127u) << 23;
-  return poly * __builtin_bit_cast(float, exponent);
-}
+using vec::exp_f32;  // core/vec_math.h
 TSTL_ALWAYS_INLINE double exp_any(double x) { return std::exp(x); }
 TSTL_ALWAYS_INLINE float exp_any(float x) { return exp_f32(x); }
 

@@ -34,16 +34,20 @@ int64_t rows_of(const Tensor& x) {
   return x.size(-1) ? x.numel() / x.size(-1) : 0;
 }
 
-// y (R, out) = x (R, in) W^T + b, W (out, in), b (out) or undefined.
-Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
+// y (R, out) = x (R, in) W^T, W (out, in).
+Tensor affine_product(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
   kernels::GemmArgs g;
   g.m = rows_of(x), g.n = weight.size(0), g.k = weight.size(1), g.transpose_b = true;
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
   TSTL_ON_DEVICE(x, gemm, g, x, weight, y);
-  if (!bias.defined()) return y;
-  Tensor biased = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
-  TSTL_ON_DEVICE(y, binary, kernels::Binary::Add, y, bias, biased);
-  return biased;
+  return y;
+}
+
+// y (R, out) = x (R, in) W^T + b, b (out) or undefined; the bias is added in place.
+Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
+  Tensor y = affine_product(x, weight, out_shape);  // (R, out)
+  if (bias.defined()) TSTL_ON_DEVICE(y, binary, kernels::Binary::Add, y, bias, y);
+  return y;
 }
 
 // dx (R, in) = dy (R, out) W (out, in).
@@ -108,10 +112,14 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   const int64_t ffn = w_in.size(0);
   const Shape x_shape = x.shape(), h_shape = with_last(x_shape, ffn);
   const Shape w_in_shape = w_in.shape(), w_out_shape = w_out.shape();
-  Tensor h = affine_forward(x, w_in, b_in, h_shape);  // (..., F) the pre-activation
+  Tensor h = affine_product(x, w_in, h_shape);  // (..., F) the pre-activation, without b_in yet
   check_affine(h, w_out, b_out, "gelu_mlp", "w_out", "b_out");
   Tensor a = Tensor::empty(h_shape, h.dtype(), h.device());  // (..., F) gelu(h)
-  TSTL_ON_DEVICE(h, gelu_forward, h, a);
+  if (b_in.defined()) {
+    TSTL_ON_DEVICE(h, bias_gelu_forward, h, b_in, a);  // h += b_in, a = gelu(h): one pass
+  } else {
+    TSTL_ON_DEVICE(h, gelu_forward, h, a);
+  }
   Tensor y = affine_forward(a, w_out, b_out, with_last(x_shape, w_out_shape[0]));  // (..., C')
   if (!needs_grad({&x, &w_in, &b_in, &w_out, &b_out})) return y;  // a is dropped: backward recomputes it
   const bool gx = wants_grad(x), gw_in = wants_grad(w_in), gb_in = wants_grad(b_in);
@@ -123,16 +131,23 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   const Tensor saved_h = h.detach();                                 // (..., F)
   record(y, "gelu_mlp", {x, w_in, b_in, w_out, b_out}, [=](const Tensor& dy) {  // dy (..., C')
     Tensor dx, dw_in, db_in, dw_out, db_out;
-    if (gw_out) {
-      Tensor act = Tensor::empty(h_shape, dy.dtype(), dy.device());  // (..., F) gelu(h) again
+    Tensor act, dh;  // (..., F) gelu(h) again (for dW_out) and the gradient at h
+    if (through_h) {  // both from one pass over h
+      const Tensor da = affine_input_grad(dy, saved_w_out, h_shape);  // (..., F)
+      dh = Tensor::empty(h_shape, dy.dtype(), dy.device());
+      if (gw_out) {
+        act = Tensor::empty(h_shape, dy.dtype(), dy.device());
+        TSTL_ON_DEVICE(dy, gelu_with_backward, saved_h, da, act, dh);
+      } else {
+        TSTL_ON_DEVICE(dy, gelu_backward, saved_h, da, dh);
+      }
+    } else if (gw_out) {
+      act = Tensor::empty(h_shape, dy.dtype(), dy.device());
       TSTL_ON_DEVICE(dy, gelu_forward, saved_h, act);
-      dw_out = affine_weight_grad(dy, act, w_out_shape);
     }
+    if (gw_out) dw_out = affine_weight_grad(dy, act, w_out_shape);
     if (gb_out) db_out = affine_bias_grad(dy);
     if (through_h) {
-      const Tensor da = affine_input_grad(dy, saved_w_out, h_shape);  // (..., F)
-      Tensor dh = Tensor::empty(h_shape, dy.dtype(), dy.device());    // (..., F)
-      TSTL_ON_DEVICE(dy, gelu_backward, saved_h, da, dh);
       if (gx) dx = affine_input_grad(dh, saved_w_in, x_shape);
       if (gw_in) dw_in = affine_weight_grad(dh, saved_x, w_in_shape);
       if (gb_in) db_in = affine_bias_grad(dh);

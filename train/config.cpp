@@ -66,7 +66,7 @@ std::vector<ConfigKey> make_schema() {
       {"train.skip_nonfinite", T::Bool, "false", "skip steps whose loss or gradient is not finite instead of stopping", {}},
       {"train.threads", T::Int, "0", "CPU threads (OpenMP, BLAS); 0: all cores", {}},
       {"train.device", T::Enum, "cpu", "where the model trains: cpu, or cuda (f32 on the first GPU; the kernels share the CPU's math)", {"cpu", "cuda"}},
-      {"train.cpu_peak_gflops", T::Float, "0", "CPU peak for MFU in GFLOP/s; 0: measured once at startup", {}},
+      {"train.peak_flops", T::Float, "0", "peak FLOP/s for MFU; 0: on the CPU the cached `tstl bench peak` (measured once per machine), on a GPU the device table", {}},
       {"train.zero", T::Int, "0", "0: plain data parallel (every rank holds all AdamW moments); 1: ZeRO-1, moments sharded over the ranks", {}},
       {"train.bucket_mb", T::Float, "25", "MiB of f32 gradient per all-reduce bucket, launched as soon as its gradients are final", {}},
       {"train.comm_timeout_s", T::Float, "600", "a collective not complete after this many seconds ends the job, naming the ranks that did not answer", {}},

@@ -1,7 +1,5 @@
 #include "train/metrics.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -145,20 +143,6 @@ double gpu_peak_flops(const std::string& device_name) {
   for (const Peak& p : table)  // first match wins: the more specific names come first
     if (device_name.find(p.name) != std::string::npos) return p.flops;
   return 0;
-}
-
-double measure_cpu_peak_gflops() {
-  const int n = 384;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);  // (n, n) each
-  double best = 0;
-  const double start = seconds_now();
-  while (seconds_now() - start < 0.3) {
-    const double t0 = seconds_now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    const double dt = seconds_now() - t0;
-    if (dt > 0) best = std::max(best, 2.0 * n * n * n / dt / 1e9);
-  }
-  return best;
 }
 
 }  // namespace tstl

@@ -64,7 +64,6 @@ class Progress {
 
 // Dense bf16 tensor-core peak in FLOP/s for a GPU by (a part of) its device name, 0 if unknown.
 double gpu_peak_flops(const std::string& device_name);
-// Peak single-precision GEMM rate of this CPU in GFLOP/s, measured with BLAS (~0.3 s).
-double measure_cpu_peak_gflops();
+// The CPU's peak: train/peak_flops.h.
 
 }  // namespace tstl

@@ -37,7 +37,7 @@ struct TrainConfig {
   bool skip_nonfinite = false;
   int64_t threads = 0;  // 0: all cores
   Device device = Device::CPU;
-  double cpu_peak_gflops = 0;  // 0: measured
+  double peak_flops = 0;  // FLOP/s; 0: the cached CPU peak or the GPU table (train/peak_flops.h)
   // Data parallel (docs/distributed.md).
   int64_t zero = 0;              // 0: every rank holds all AdamW moments; 1: ZeRO-1, sharded
   double bucket_mb = 25;         // MiB of f32 gradient per all-reduce bucket

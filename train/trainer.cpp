@@ -25,6 +25,7 @@
 #include "train/model_config.h"
 #include "train/model_cost.h"
 #include "train/model_io.h"
+#include "train/peak_flops.h"
 #include "train/run_config.h"
 #include "train/signals.h"
 #include "train/tensorboard.h"
@@ -423,14 +424,18 @@ void Trainer::write_config() const {
 }
 
 void Trainer::start_metrics() {
-  if (model_->device() == Device::CUDA) {
-    peak_gflops_ = gpu_peak_flops(cuda::device_name()) * 1e-9;  // 0 for a device missing from the table
-  } else if (train_.cpu_peak_gflops > 0) {
-    peak_gflops_ = train_.cpu_peak_gflops;
-  } else if (lead()) {  // only rank 0 reports MFU
-    peak_gflops_ = measure_cpu_peak_gflops();
+  PeakFlops peak{train_.peak_flops, "configured (train.peak_flops)"};
+  if (model_->device() == Device::CUDA && peak.flops <= 0) {
+    peak = {gpu_peak_flops(cuda::device_name()), "the device's dense bf16 peak"};  // 0 for a device missing from the table
+  } else if (model_->device() == Device::CPU && lead()) {  // only rank 0 reports MFU
+    peak = resolve_cpu_peak(peak.flops);
   }
-  peak_gflops_ *= world();  // MFU of the job: every rank's peak
+  if (peak.flops > 0) {
+    std::printf("MFU against %.1f GFLOP/s per rank: %s\n", peak.flops * 1e-9, peak.source.c_str());
+  } else if (lead()) {
+    std::printf("MFU: not computed, %s is not in the table (set train.peak_flops)\n", cuda::device_name().c_str());
+  }
+  peak_gflops_ = peak.flops * 1e-9 * world();  // MFU of the job: every rank's peak
   flops_per_token_ = model_cost(model_->config(), train_.batch_size, train_.seq_len).flops_per_token;
   if (lead()) {
     metrics_ = std::make_unique<MetricsLog>((fs::path(train_.out_dir) / "metrics.jsonl").string(), state_.step);

@@ -57,7 +57,7 @@ TEST(FormatsCli, MegatronDataTrainsAndTextCommandsNeedATokenizer) {
   const std::string run = dir / "run";
   r = run_tstl("train --config " + kSource + "/configs/tiny.cfg --data.path " + (dir / "d.h5") +
                " --data.tokenizer external:bytes --model.vocab_size 0 --train.out_dir " + run +
-               " --train.max_steps 2 --train.eval_every 0 --train.eval_batches 1 --train.threads 2 --train.cpu_peak_gflops 100");
+               " --train.max_steps 2 --train.eval_every 0 --train.eval_batches 1 --train.threads 2 --train.peak_flops 1e11");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string ckpt = run + "/checkpoints/step_00000002.h5";
   r = run_tstl("eval ppl --checkpoint " + ckpt + " --data " + (dir / "d.h5") + " --lengths 32 --json " + (dir / "ppl.json"));
@@ -104,7 +104,7 @@ TEST(FormatsCli, ExportHfWritesTheModelOrRefusesTheVariant) {
   for (const std::string variant : {"rope", "alibi"}) {
     r = run_tstl("train --config " + kSource + "/configs/tiny.cfg --data.path " + (dir / "d.h5") + " --model.variant " +
                  variant + " --train.out_dir " + (dir / variant) + " --train.max_steps 1 --train.eval_every 0"
-                 " --train.eval_batches 1 --train.threads 2 --train.cpu_peak_gflops 100");
+                 " --train.eval_batches 1 --train.threads 2 --train.peak_flops 1e11");
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   r = run_tstl("export hf --checkpoint " + (dir / "rope/checkpoints/step_00000001.h5") + " --output " + (dir / "hf"));
@@ -133,7 +133,7 @@ TEST(FormatsCli, ExportHfCopiesTheSentencePieceModel) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_tstl("train --config " + kSource + "/configs/tiny.cfg --data.path " + (dir / "d.h5") + " --data.tokenizer " +
                (dir / "tok.model") + " --model.vocab_size 0 --train.out_dir " + (dir / "run") +
-               " --train.max_steps 1 --train.eval_every 0 --train.eval_batches 1 --train.threads 2 --train.cpu_peak_gflops 100");
+               " --train.max_steps 1 --train.eval_every 0 --train.eval_batches 1 --train.threads 2 --train.peak_flops 1e11");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string ckpt = dir / "run/checkpoints/step_00000001.h5";
   r = run_tstl("export hf --checkpoint " + ckpt + " --output " + (dir / "hf"));

@@ -55,7 +55,7 @@ std::string train_args(const std::string& out_dir, int64_t grad_accum, const std
   return "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() + " --train.out_dir " + out_dir +
          " --train.max_steps 20 --train.batch_size 4 --train.grad_accum " + std::to_string(grad_accum) +
          " --train.threads 1 --train.eval_every 10 --train.save_every 10 --train.keep_last 0"
-         " --train.cpu_peak_gflops 100 --train.comm_timeout_s 60 " + extra;
+         " --train.peak_flops 1e11 --train.comm_timeout_s 60 " + extra;
 }
 
 RunResult run_ranks(int ranks, const std::string& args) {

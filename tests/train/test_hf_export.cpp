@@ -116,7 +116,7 @@ std::string train_tiny(const ScratchDir& dir, const std::string& residual) {
   const std::string out = dir / ("run-" + residual);
   const auto r = test::run_tstl("train --config " + source + "/configs/tiny.cfg --data.path " + (dir / "d.h5") +
                                 " --train.out_dir " + out + " --train.max_steps 3 --train.eval_every 0 --train.eval_batches 1"
-                                " --train.threads 2 --train.cpu_peak_gflops 100 --model.residual " + residual);
+                                " --train.threads 2 --train.peak_flops 1e11 --model.residual " + residual);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return out + "/checkpoints/step_00000003.h5";
 }

@@ -170,7 +170,7 @@ TEST(TensorBoard, TrainingWritesTheMetricsLinesScalars) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = test::run_tstl("train --config " + source + "/configs/tiny.cfg --data.path " + (dir / "d.h5") +
                      " --train.out_dir " + (dir / "run") + " --train.max_steps 4 --train.eval_every 2"
-                     " --train.eval_batches 1 --train.threads 2 --train.cpu_peak_gflops 100 --train.tensorboard true");
+                     " --train.eval_batches 1 --train.threads 2 --train.peak_flops 1e11 --train.tensorboard true");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ASSERT_EQ(event_files(dir / "run").size(), 1u);
   const JsonValue scalars = read_scalars(python, dir, dir / "run");

@@ -50,7 +50,7 @@ std::string small_args(const std::string& out_dir) {
   return "train --config " + kSource + "/configs/small.cfg --data.path " + corpus_file() + " --train.out_dir " + out_dir +
          " --train.max_steps 40 --train.batch_size 1 --train.seq_len 32 --train.grad_accum 4 --train.log_every 1"
          " --train.eval_every 20 --train.eval_batches 2 --train.save_every 1000 --train.threads 2"
-         " --train.cpu_peak_gflops 100 --optim.warmup_steps 4";
+         " --train.peak_flops 1e11 --optim.warmup_steps 4";
 }
 
 std::vector<std::string> metric_lines(const std::string& run_dir) {
@@ -181,7 +181,7 @@ TEST(Trainer, SignalDuringEvaluationFinishesItSavesAndResumesExactly) {
   ScratchDir dir;
   const std::string args = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
                            " --train.max_steps 6 --train.batch_size 1 --train.eval_every 1 --train.eval_batches 200"
-                           " --train.save_every 1000 --train.threads 1 --train.cpu_peak_gflops 100";
+                           " --train.save_every 1000 --train.threads 1 --train.peak_flops 1e11";
   const std::string straight = dir / "straight", run = dir / "interrupted", log = dir / "interrupted.log";
   ASSERT_EQ(run_tstl(args + " --train.out_dir " + straight).exit_code, 0);
   const pid_t pid = fork();
@@ -244,7 +244,7 @@ TEST(Trainer, ResumesTheCommittedVersion1CheckpointMidAccumulation) {
                                " --train.out_dir " + run + " --model.layers 1 --model.hidden 16 --model.heads 2"
                                " --model.ffn 32 --train.batch_size 1 --train.grad_accum 64 --train.max_steps 5"
                                " --train.save_every 0 --train.eval_every 0 --train.threads 1 --train.seed 17"
-                               " --train.cpu_peak_gflops 100");
+                               " --train.peak_flops 1e11");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from " + run + "/checkpoints/step_00000003.h5: step 3 (+17 micro-batches)"),
             std::string::npos) << r.output;
@@ -277,10 +277,10 @@ TEST(Trainer, OneTwoAndThreeThreadsGiveTheSameLossesAndWeights) {
   const std::string small = "train --config " + kSource + "/configs/small.cfg --data.path " + corpus_file() +
                             " --train.max_steps 20 --train.batch_size 2 --train.seq_len 32 --train.grad_accum 2"
                             " --train.log_every 1 --train.eval_every 10 --train.eval_batches 2 --train.save_every 1000"
-                            " --train.cpu_peak_gflops 100 --optim.warmup_steps 4";
+                            " --train.peak_flops 1e11 --optim.warmup_steps 4";
   const std::string wide = "train --config " + kSource + "/configs/tiny.cfg --data.path " + corpus_file() +
                            " --train.max_steps 1 --train.batch_size 2080 --train.eval_every 0 --train.eval_batches 0 --train.save_every 1000"
-                           " --train.cpu_peak_gflops 100";
+                           " --train.peak_flops 1e11";
   for (const auto& [name, args, last] : {std::tuple<std::string, std::string, std::string>{"small", small, "step_00000020.h5"},
                                          {"wide", wide, "step_00000001.h5"}}) {
     auto run_dir = [&](int threads) { return dir / (name + std::to_string(threads)); };
