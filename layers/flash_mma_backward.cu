@@ -16,39 +16,11 @@
 #include <cmath>
 
 #include "layers/flash_mma_device.cuh"
+#include "layers/flash_params_cuda.h"
 
 namespace tstl::kernels {
 
 using namespace mma_device;
-
-FlashParams<bf16, float> make_mma_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes,
-                                         const Tensor& logn, int64_t query_offset, double scale, const Tensor& lse) {
-  FlashParams<bf16, float> p;
-  p.q = q.data<bf16>();
-  p.k = k.data<bf16>();
-  p.v = v.data<bf16>();
-  p.lse = lse.data<float>();
-  p.has_alibi = slopes.defined();
-  p.has_logn = logn.defined();
-  if (p.has_alibi) p.alibi_slopes = slopes.data<float>();
-  if (p.has_logn) p.logn = logn.data<float>();
-  p.batch = q.size(0);
-  p.heads = q.size(1);
-  p.n_queries = q.size(2);
-  p.n_keys = k.size(2);
-  p.head_dim = q.size(3);
-  p.q_row_stride = p.head_dim;
-  p.q_head_stride = p.n_queries * p.head_dim;
-  p.q_batch_stride = p.heads * p.q_head_stride;
-  p.kv_row_stride = p.head_dim;
-  p.kv_head_stride = p.n_keys * p.head_dim;
-  p.kv_batch_stride = p.heads * p.kv_head_stride;
-  p.lse_head_stride = p.n_queries;
-  p.lse_batch_stride = p.heads * p.n_queries;
-  p.query_offset = query_offset;
-  p.scale = scale;
-  return p;
-}
 
 bool flash_mma_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
   const int64_t d = q.size(3);
@@ -308,7 +280,7 @@ void flash_backward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const
   TSTL_CHECK(d_o.dtype() == DType::BF16 && o.dtype() == DType::BF16,
              "flash_attention backward (CUDA, tensor cores): expected bf16 O and dO, got ", dtype_name(o.dtype()),
              " and ", dtype_name(d_o.dtype()));
-  FlashParams<bf16, float> p = make_mma_params(q, k, v, slopes, logn, query_offset, scale, lse);
+  FlashParams<bf16, float> p = make_params<bf16>(q, k, v, slopes, logn, query_offset, scale, lse);
   p.d_o = d_o.data<bf16>();
   p.dq = dq.data<bf16>();
   p.dk = dk.data<bf16>();

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "layers/flash_mma_device.cuh"
+#include "layers/flash_params_cuda.h"
 
 namespace tstl::kernels {
 
@@ -144,13 +145,10 @@ void launch_forward(const FlashParams<bf16, float>& p) {
 
 }  // namespace
 
-// Pointers, contiguous strides and sizes of a bf16 call (layers/flash_mma_backward.cu).
-FlashParams<bf16, float> make_mma_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes,
-                                         const Tensor& logn, int64_t query_offset, double scale, const Tensor& lse);
 
 void flash_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                        int64_t query_offset, double scale, Tensor& o, Tensor& lse) {
-  FlashParams<bf16, float> p = make_mma_params(q, k, v, slopes, logn, query_offset, scale, lse);
+  FlashParams<bf16, float> p = make_params<bf16>(q, k, v, slopes, logn, query_offset, scale, lse);
   p.o = o.data<bf16>();
   const auto by_flags = [&](auto dim) {
     constexpr int D = decltype(dim)::value;

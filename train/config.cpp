@@ -421,6 +421,42 @@ std::vector<ConfigDifference> Config::diff(const Config& other, const std::vecto
 
 // ---- Loading ------------------------------------------------------------------------------
 
+namespace {
+
+// Keys of earlier versions, read from files (config files and the configs saved in checkpoints)
+// as the keys that replaced them, so that every checkpoint written before a rename keeps loading.
+struct RenamedKey {
+  const char* old_name;
+  const char* new_name;
+  double factor;  // new value = old value x factor
+};
+constexpr RenamedKey kRenamedKeys[] = {
+    {"train.cpu_peak_gflops", "train.peak_flops", 1e9},  // GFLOP/s became FLOP/s
+};
+
+const RenamedKey* find_renamed_key(const std::string& name) {
+  for (const RenamedKey& r : kRenamedKeys)
+    if (name == r.old_name) return &r;
+  return nullptr;
+}
+
+std::string renamed_value(const RenamedKey& r, const std::string& value, const std::string& where) {
+  double v = 0;
+  try {
+    size_t used = 0;
+    v = std::stod(value, &used);
+    TSTL_CHECK(used == value.size(), "");
+  } catch (...) {
+    TSTL_FAIL(where, ": '", r.old_name, "' (now '", r.new_name, "') must be a number, got '", value, "'");
+  }
+  std::ostringstream out;
+  out.precision(17);
+  out << v * r.factor;
+  return out.str();
+}
+
+}  // namespace
+
 Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
   Config cfg;
   cfg.source_ = source;
@@ -440,9 +476,18 @@ Config parse_config(const std::string& text, const std::string& source, const st
   }
   std::map<std::string, int> seen;
   for (const po::option& o : parsed.options) {
-    if (o.unregistered) TSTL_FAIL(unknown_key_message(where_in_file(o.string_key), o.string_key));
+    const std::string value = o.value.empty() ? "" : o.value[0];
+    if (o.unregistered) {
+      const RenamedKey* renamed = find_renamed_key(o.string_key);
+      if (!renamed) TSTL_FAIL(unknown_key_message(where_in_file(o.string_key), o.string_key));
+      const std::string where = where_in_file(o.string_key);
+      TSTL_CHECK(seen[renamed->new_name]++ == 0, file_where, ": key '", renamed->new_name, "' is set twice (also as '",
+                 o.string_key, "', its earlier name)");
+      cfg.set(renamed->new_name, renamed_value(*renamed, value, where), where);
+      continue;
+    }
     TSTL_CHECK(seen[o.string_key]++ == 0, file_where, ": key '", o.string_key, "' is set twice");
-    cfg.set(o.string_key, o.value.empty() ? "" : o.value[0], where_in_file(o.string_key));
+    cfg.set(o.string_key, value, where_in_file(o.string_key));
   }
 
   // Command line: reject unknown keys ourselves (with a hint), then let Boost split the

@@ -6,6 +6,8 @@
 // the engine adds in.
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_util.h"
+
 #include <random>
 
 #include "core/comm.h"
@@ -13,11 +15,6 @@
 
 namespace tstl {
 namespace {
-
-Communicator& comm() {
-  static Communicator c(dist_env(), CommOptions{120});
-  return c;
-}
 
 double value(int rank, int64_t i, uint64_t salt) {
   const uint32_t bits = philox_at(salt * 131 + static_cast<uint64_t>(rank), static_cast<uint64_t>(i)).v[0];
@@ -54,12 +51,12 @@ class Collectives : public ::testing::TestWithParam<Case> {
 };
 
 TEST_P(Collectives, AllReduceSumAndAvgMatchTheReference) {
-  const int W = comm().world(), r = comm().rank();
+  const int W = test_comm().world(), r = test_comm().rank();
   uint64_t salt = 1;
   for (int64_t n : sizes()) {
     for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Avg}) {
       Tensor t = rank_tensor(r, n, salt, GetParam().dtype, GetParam().device);
-      comm().all_reduce(t, op);
+      test_comm().all_reduce(t, op);
       const std::vector<float> got = host(t);
       ASSERT_EQ(static_cast<int64_t>(got.size()), n);
       for (int64_t i = 0; i < n; ++i) {
@@ -78,13 +75,13 @@ TEST_P(Collectives, AllReduceSumAndAvgMatchTheReference) {
 }
 
 TEST_P(Collectives, ReduceScatterGivesEachRankItsSliceOfTheSum) {
-  const int W = comm().world(), r = comm().rank();
+  const int W = test_comm().world(), r = test_comm().rank();
   uint64_t salt = 100;
   for (int64_t n : sizes()) {
     const ShardRange mine = shard_range(n, W, r);
     Tensor in = rank_tensor(r, n, salt, GetParam().dtype, GetParam().device);
     Tensor out = Tensor::zeros({mine.size()}, GetParam().dtype, GetParam().device);
-    comm().reduce_scatter(in, out, ReduceOp::Sum);
+    test_comm().reduce_scatter(in, out, ReduceOp::Sum);
     const std::vector<float> got = host(out);
     for (int64_t i = mine.begin; i < mine.end; ++i) {
       double sum = 0;
@@ -96,7 +93,7 @@ TEST_P(Collectives, ReduceScatterGivesEachRankItsSliceOfTheSum) {
 }
 
 TEST_P(Collectives, AllGatherConcatenatesTheShards) {
-  const int W = comm().world(), r = comm().rank();
+  const int W = test_comm().world(), r = test_comm().rank();
   uint64_t salt = 200;
   for (int64_t n : sizes()) {
     // Element i of the whole vector comes from its owner's tensor.
@@ -105,7 +102,7 @@ TEST_P(Collectives, AllGatherConcatenatesTheShards) {
     Tensor in = (mine.size() ? whole_mine.flat_slice(mine.begin, mine.size()).clone() : Tensor::zeros({0}))
                     .to(GetParam().dtype).to(GetParam().device);
     Tensor out = Tensor::zeros({n}, GetParam().dtype, GetParam().device);
-    comm().all_gather(in, out);
+    test_comm().all_gather(in, out);
     const std::vector<float> got = host(out);
     for (int q = 0; q < W; ++q) {
       const ShardRange theirs = shard_range(n, W, q);
@@ -117,19 +114,19 @@ TEST_P(Collectives, AllGatherConcatenatesTheShards) {
 }
 
 TEST_P(Collectives, BroadcastFromEveryRoot) {
-  const int W = comm().world(), r = comm().rank();
+  const int W = test_comm().world(), r = test_comm().rank();
   uint64_t salt = 300;
   for (int64_t n : sizes()) {
     for (int root = 0; root < W; ++root) {
       Tensor t = rank_tensor(r, n, salt, GetParam().dtype, GetParam().device);
-      comm().broadcast(t, root);
+      test_comm().broadcast(t, root);
       const std::vector<float> got = host(t);
       for (int64_t i = 0; i < n; ++i)
         ASSERT_EQ(got[static_cast<size_t>(i)], static_cast<float>(value(root, i, salt))) << "root " << root;
     }
     ++salt;
   }
-  comm().barrier();
+  test_comm().barrier();
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Collectives,
@@ -140,22 +137,22 @@ INSTANTIATE_TEST_SUITE_P(Engines, Collectives,
                          });
 
 TEST(Communicator, HostValueReductionsAgreeOnEveryRank) {
-  const int W = comm().world(), r = comm().rank();
-  EXPECT_EQ(comm().sum(r + 1.0), W * (W + 1) / 2.0);
-  EXPECT_EQ(comm().max(r == W - 1 ? 7.5 : -1.0), 7.5);
-  EXPECT_TRUE(comm().any(r == W - 1));
-  EXPECT_FALSE(comm().any(false));
-  EXPECT_EQ(comm().engine_name(Device::CPU), comm().env().launcher == "none" ? "local" : "mpi");
+  const int W = test_comm().world(), r = test_comm().rank();
+  EXPECT_EQ(test_comm().sum(r + 1.0), W * (W + 1) / 2.0);
+  EXPECT_EQ(test_comm().max(r == W - 1 ? 7.5 : -1.0), 7.5);
+  EXPECT_TRUE(test_comm().any(r == W - 1));
+  EXPECT_FALSE(test_comm().any(false));
+  EXPECT_EQ(test_comm().engine_name(Device::CPU), test_comm().env().launcher == "none" ? "local" : "mpi");
 }
 
 TEST(Communicator, MismatchedShardSizesAreErrorsNamingTheRank) {
   Tensor in = Tensor::zeros({10});
   Tensor out = Tensor::zeros({11});
   try {
-    comm().reduce_scatter(in, out);
+    test_comm().reduce_scatter(in, out);
     FAIL() << "accepted a wrong output size";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(comm().rank()) + " owns"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(test_comm().rank()) + " owns"), std::string::npos)
         << e.what();
   }
 }

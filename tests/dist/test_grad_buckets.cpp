@@ -3,6 +3,8 @@
 // for the plain all-reduce and the ZeRO-1 reduce-scatter, on this binary's world size.
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_util.h"
+
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -10,17 +12,6 @@
 
 namespace tstl {
 namespace {
-
-Communicator& comm() {
-  static Communicator c(dist_env(), CommOptions{120});
-  return c;
-}
-
-Tensor seeded(const Shape& shape, uint64_t seed) {
-  std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = uniform_from_bits(philox_at(seed, i).v[0]) - 0.5f;
-  return Tensor::from_vector<float>(v, shape);
-}
 
 // Three layers in registration order, plus a parameter the graph never uses.
 NamedTensors make_params() {
@@ -72,14 +63,14 @@ std::vector<std::vector<double>> reference_sum(int world) {
 TEST(GradBuckets, AllReduceFromInsideBackwardSumsEveryRanksGradient) {
   const NamedTensors p = make_params();
   const GradBucketPlan plan(p, 1e-6);  // one bucket per parameter: three complete during backward
-  GradBuckets buckets(p, plan, comm(), /*zero1=*/false);
+  GradBuckets buckets(p, plan, test_comm(), /*zero1=*/false);
   for (int pass = 0; pass < 2; ++pass) {  // the buckets are reusable step after step
     for (const auto& [name, t] : p) const_cast<Tensor&>(t).zero_grad();
     buckets.begin();
-    backward_of_rank(p, comm().rank());
+    backward_of_rank(p, test_comm().rank());
     EXPECT_EQ(buckets.launched_in_backward(), 3);
     buckets.finish();
-    const auto expected = reference_sum(comm().world());
+    const auto expected = reference_sum(test_comm().world());
     for (size_t i = 0; i < 3; ++i) {
       const std::vector<float> got = p[i].second.grad().to_vector<float>();
       for (size_t e = 0; e < got.size(); ++e) ASSERT_NEAR(got[e], expected[i][e], 1e-6) << p[i].first << " " << e;
@@ -91,11 +82,11 @@ TEST(GradBuckets, AllReduceFromInsideBackwardSumsEveryRanksGradient) {
 TEST(GradBuckets, ReduceScatterLeavesThisRanksSliceOfEachBucket) {
   const NamedTensors p = make_params();
   const GradBucketPlan plan(p, 160.0 / 1048576.0);
-  GradBuckets buckets(p, plan, comm(), /*zero1=*/true);
+  GradBuckets buckets(p, plan, test_comm(), /*zero1=*/true);
   buckets.begin();
-  backward_of_rank(p, comm().rank());
+  backward_of_rank(p, test_comm().rank());
   buckets.finish();
-  const auto expected = reference_sum(comm().world());
+  const auto expected = reference_sum(test_comm().world());
   for (size_t b = 0; b < plan.buckets().size(); ++b) {
     std::vector<double> flat;
     for (size_t i : plan.buckets()[b]) {
@@ -105,7 +96,7 @@ TEST(GradBuckets, ReduceScatterLeavesThisRanksSliceOfEachBucket) {
         flat.insert(flat.end(), expected[i].begin(), expected[i].end());
       }
     }
-    const ShardRange mine = shard_range(plan.bucket_elements(b), comm().world(), comm().rank());
+    const ShardRange mine = shard_range(plan.bucket_elements(b), test_comm().world(), test_comm().rank());
     const std::vector<float> got = buckets.shard_grads()[b].to_vector<float>();
     ASSERT_EQ(static_cast<int64_t>(got.size()), mine.size());
     for (int64_t e = 0; e < mine.size(); ++e)

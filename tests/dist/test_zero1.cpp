@@ -3,22 +3,13 @@
 // size this binary runs at (1 as a plain test, 2 and 3 under mpirun).
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_util.h"
+
 #include "core/rng.h"
 #include "optim/zero1.h"
 
 namespace tstl {
 namespace {
-
-Communicator& comm() {
-  static Communicator c(dist_env(), CommOptions{120});
-  return c;
-}
-
-Tensor seeded(const Shape& shape, uint64_t seed) {
-  std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = uniform_from_bits(philox_at(seed, i).v[0]) - 0.5f;
-  return Tensor::from_vector<float>(v, shape);
-}
 
 NamedTensors make_params(uint64_t seed) {
   const std::vector<std::pair<std::string, Shape>> shapes = {
@@ -87,7 +78,7 @@ TEST(Zero1AdamW, StepsEqualTheUnshardedAdamWBitwiseAndTheStateRoundTrips) {
   options.weight_decay = 0.1;
   NamedTensors plain = make_params(10), sharded = make_params(10);
   AdamW reference(plain, options);
-  Zero1AdamW zero(sharded, kGroups, options, make_decay_predicate(), comm());
+  Zero1AdamW zero(sharded, kGroups, options, make_decay_predicate(), test_comm());
   EXPECT_EQ(zero.decay_summary().str(), reference.decay_summary().str());
   for (int step = 0; step < 3; ++step) {
     std::vector<Tensor> grads;
@@ -98,7 +89,7 @@ TEST(Zero1AdamW, StepsEqualTheUnshardedAdamWBitwiseAndTheStateRoundTrips) {
     zero.step(options.lr * (step + 1), slices_of(sharded, grads, zero.layout()));
     for (size_t i = 0; i < plain.size(); ++i)
       ASSERT_EQ(plain[i].second.to_vector<float>(), sharded[i].second.to_vector<float>())
-          << plain[i].first << " after step " << step + 1 << " on rank " << comm().rank();
+          << plain[i].first << " after step " << step + 1 << " on rank " << test_comm().rank();
   }
   const NamedTensors full = zero.gather_state(), expected = reference.named_state();
   ASSERT_EQ(full.size(), expected.size());
@@ -110,7 +101,7 @@ TEST(Zero1AdamW, StepsEqualTheUnshardedAdamWBitwiseAndTheStateRoundTrips) {
   // A fresh sharded optimizer loading the full state continues exactly.
   NamedTensors resumed = make_params(0);
   for (size_t i = 0; i < resumed.size(); ++i) resumed[i].second.copy_(plain[i].second);
-  Zero1AdamW again(resumed, kGroups, options, make_decay_predicate(), comm());
+  Zero1AdamW again(resumed, kGroups, options, make_decay_predicate(), test_comm());
   again.load_state(expected, reference.step_count());
   std::vector<Tensor> grads;
   for (size_t i = 0; i < plain.size(); ++i) grads.push_back(seeded(plain[i].second.shape(), 999 + i));

@@ -90,6 +90,17 @@ TEST(Config, UnknownKeyInFileNamesKeyFileLineAndSuggestion) {
   expect_error([&] { load_config(twice); }, {"train.seed", "twice"});
 }
 
+// Checkpoints written before a key was renamed store the old name in their saved config.
+TEST(Config, RenamedKeyInAFileIsReadAsItsReplacement) {
+  const std::string old = write_file("old.cfg", "[train]\ncpu_peak_gflops = 100\n");
+  EXPECT_EQ(load_config(old).get<double>("train.peak_flops"), 1e11);
+  const std::string both = write_file("both.cfg", "[train]\npeak_flops = 5e10\ncpu_peak_gflops = 100\n");
+  expect_error([&] { load_config(both); }, {"train.peak_flops", "twice", "train.cpu_peak_gflops"});
+  const std::string bad = write_file("bad.cfg", "[train]\ncpu_peak_gflops = fast\n");
+  expect_error([&] { load_config(bad); }, {"train.cpu_peak_gflops", "train.peak_flops", "number", "fast"});
+  expect_error([] { load_config("", {"--train.cpu_peak_gflops", "100"}); }, {"unknown config key", "train.peak_flops"});
+}
+
 TEST(Config, UnknownKeyOnCommandLine) {
   expect_error([] { load_config("", {"--train.max_step", "40"}); },
                {"command line", "unknown config key 'train.max_step'", "train.max_steps"});
