@@ -164,6 +164,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
+  if (t.nbytes() == 0) return t;  // an empty tensor's pointer may be null
   if (device == Device::CPU) {
     std::memset(t.raw(), 0, t.nbytes());
   } else {
@@ -200,7 +201,7 @@ void convert_host(void* dst, DType dt, const void* src, DType st, size_t n) {
     return 0;
   };
   if (dt == st) {
-    std::memcpy(dst, src, n * dtype_size(dt));
+    if (n > 0) std::memcpy(dst, src, n * dtype_size(dt));  // an empty tensor's pointers may be null
     return;
   }
   // i64 -> i64 precision is kept by the memcpy above; other integer paths go through double,
