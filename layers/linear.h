@@ -14,10 +14,12 @@
 // Gradient contract: the op returns freshly written gradients; the autograd engine accumulates
 // the parameter gradients into .grad.
 //
-// These ops have no kernels of their own: they are built from the core kernels (gemm, the row
-// broadcast add, sum_rows, gelu_forward/gelu_backward, whose per-element math is the TSTL_HD
-// gelu_value/gelu_derivative of core/elementwise.h) through TSTL_ON_DEVICE, so they run on every
-// device the core kernels run on.
+// These ops have no kernels of their own: they are built from the core kernels (gemm and its
+// gemm_bias / gemm_bias_gelu / gemm_bias_grad forms, gelu_forward/gelu_backward, whose per-element
+// math is the TSTL_HD gelu_value/gelu_derivative of core/elementwise.h) through TSTL_ON_DEVICE, so
+// they run on every device the core kernels run on. On CUDA the biases and the bias gradients are
+// cuBLASLt epilogues of the products (core/matmul_cuda.cu); on the CPU the same kernels are the
+// product followed by the elementwise pass.
 #pragma once
 
 #include "core/tensor.h"
