@@ -189,9 +189,11 @@ bool run(const RowMajorGemm& g) {
   const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
   cuda::DeviceBuffer workspace(plan.workspace);  // released when the call is queued: reused on this stream only
-  CUBLAS_CHECK(cublasLtMatmul(cuda::cublaslt_handle(), desc.desc, alpha, g.b, a.layout, g.a, b.layout, beta, g.c,
-                              c.layout, g.c, c.layout, &plan.algo, workspace.as<void>(), plan.workspace,
-                              cuda::stream()));
+  const cublasStatus_t status =
+      cublasLtMatmul(cuda::cublaslt_handle(), desc.desc, alpha, g.b, a.layout, g.a, b.layout, beta, g.c, c.layout,
+                     g.c, c.layout, &plan.algo, workspace.as<void>(), plan.workspace, cuda::stream());
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;  // checked before anything is queued
+  CUBLAS_CHECK(status);
   return true;
 }
 

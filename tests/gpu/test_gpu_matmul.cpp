@@ -151,7 +151,11 @@ TEST_P(GpuMatmul, EpiloguesMatchTheCpu) {
   const DType dtype = GetParam();
   const DType ref = reference_dtype(dtype);
   const double tol = matmul_tolerance(dtype);
-  for (const auto& [rows, in, out] : {std::vector<int64_t>{37, 129, 67}, std::vector<int64_t>{301, 45, 19}}) {
+  struct Sizes {
+    int64_t rows, in, out;
+  };
+  for (const Sizes& sizes : {Sizes{37, 129, 67}, Sizes{301, 45, 19}}) {
+    const int64_t rows = sizes.rows, in = sizes.in, out = sizes.out;
     const std::string shape = " R=" + std::to_string(rows) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
     const Tensor x = inputs(rows * in, 0.2, dtype).reshape({rows, in});
     const Tensor w = inputs(out * in, 0.8, dtype).reshape({out, in});
@@ -189,7 +193,9 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, GpuMatmul, ::testing::Values(DType::F32, DType:
 TEST(GpuMatmulTf32, OffByDefaultAndWithinTf32ToleranceWhenOn) {
   SKIP_WITHOUT_CUDA();
   const char* env = std::getenv("TSTL_ALLOW_TF32");
-  if (!env || std::string(env) == "0") EXPECT_FALSE(cuda::tf32_allowed()) << "TF32 must be off by default";
+  if (!env || std::string(env) == "0") {
+    EXPECT_FALSE(cuda::tf32_allowed()) << "TF32 must be off by default";
+  }
   const bool was = cuda::tf32_allowed();
   const kernels::GemmArgs g = gemm_args(false, true, 1, 64, 96, 256);
   const Tensor a = inputs(g.m * g.k, 0.4, DType::F32), b = inputs(g.n * g.k, 1.7, DType::F32);
