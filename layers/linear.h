@@ -5,7 +5,7 @@
 //             x (..., C), W1 (F, C), b1 (F), W2 (C', F), b2 (C'); GELU in its exact erf form
 //
 // Inputs are viewed as R rows (R = product of the leading dims); every product is one BLAS /
-// cuBLAS gemm over all rows (core/kernels.h gemm), so W's gradient is summed over the batch in
+// cuBLASLt gemm over all rows (core/kernels.h gemm), so W's gradient is summed over the batch in
 // the gemm itself. Biases may be undefined.
 //
 // Backward of linear, with dy (R, out):  dx = dy W,  dW = dy^T x,  db = sum over rows of dy.

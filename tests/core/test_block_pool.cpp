@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <set>
+#include <map>
 #include <vector>
 
 #include "core/block_pool.h"
@@ -17,7 +17,8 @@ namespace {
 struct FakeDevice {
   size_t budget = SIZE_MAX, used = 0;
   int allocations = 0, frees = 0, drains = 0;
-  std::set<void*> live;
+  std::map<void*, size_t> live;  // block -> bytes
+  std::vector<size_t> sizes;     // of every allocation, in order
 
   BlockBackend backend() {
     return BlockBackend{[this](int, size_t bytes) -> void* {
@@ -25,18 +26,20 @@ struct FakeDevice {
                           void* p = std::malloc(bytes);
                           used += bytes;
                           ++allocations;
-                          live.insert(p);
+                          live[p] = bytes;
                           sizes.push_back(bytes);
                           return p;
                         },
                         [this](int, void* p) {
-                          ASSERT_EQ(live.erase(p), 1u) << "freed a block twice or one it never made";
+                          auto it = live.find(p);
+                          ASSERT_NE(it, live.end()) << "freed a block twice or one it never made";
+                          used -= it->second;
+                          live.erase(it);
                           ++frees;
                           std::free(p);
                         },
                         [this] { ++drains; }};
   }
-  std::vector<size_t> sizes;
 };
 
 constexpr BlockOwner kS0{0, 0x1000}, kS1{0, 0x2000}, kDev1{1, 0x1000};
