@@ -25,13 +25,9 @@ int current_device() {
 
 BlockPool& pool() {
   static BlockPool* p = new BlockPool(BlockBackend{  // never destroyed: outlives static tensors
-      [](int device, size_t bytes) -> void* {
-        int previous = 0;
-        CUDA_CHECK(cudaGetDevice(&previous));
-        if (previous != device) CUDA_CHECK(cudaSetDevice(device));
+      [](int, size_t bytes) -> void* {  // the owner's device is the current one (allocate below)
         void* block = nullptr;
         const cudaError_t err = cudaMalloc(&block, bytes);
-        if (previous != device) CUDA_CHECK(cudaSetDevice(previous));
         if (err == cudaErrorMemoryAllocation) {
           cudaGetLastError();  // clear it for the next check: the pool frees its cache and retries
           return nullptr;
