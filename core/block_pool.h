@@ -36,11 +36,11 @@ struct BlockOwner {
 };
 
 struct BlockPoolStats {
-  size_t in_use = 0;            // bytes handed out and not released (rounded sizes)
-  size_t peak_in_use = 0;       // the largest in_use so far
-  size_t cached = 0;            // bytes held on the free lists
+  size_t in_use = 0;                 // bytes handed out and not released (rounded sizes)
+  size_t peak_in_use = 0;            // the largest in_use so far
+  size_t cached = 0;                 // bytes held on the free lists
   uint64_t backend_allocations = 0;  // calls of the backend's allocate that succeeded
-  uint64_t reuses = 0;          // requests served from a free list
+  uint64_t reuses = 0;               // requests served from a free list
 };
 
 // The memory the pool manages: allocate returns nullptr when the device is out of memory (other
@@ -99,8 +99,8 @@ class BlockPool {
     auto it = live_.find(block);
     TSTL_CHECK(it != live_.end(), "caching allocator: release of a block it did not hand out");
     const Live live = it->second;
-    TSTL_CHECK(live.size == round(bytes), "caching allocator: a block of ", live.size, " bytes released as ",
-               bytes, " bytes");
+    TSTL_CHECK(live.size == round(bytes), "caching allocator: a block of ", live.size, " bytes released as ", bytes,
+               " bytes");
     live_.erase(it);
     stats_.in_use -= live.size;
     free_[FreeKey{live.owner.device, live.owner.stream, live.size}].push_back(block);

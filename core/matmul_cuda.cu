@@ -47,9 +47,12 @@ GemmTypes gemm_types(DType dtype) {
     case DType::F32:
       return {CUDA_R_32F, CUDA_R_32F, cuda::tf32_allowed() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
               CUDA_R_32F};
-    case DType::BF16: return {CUDA_R_16BF, CUDA_R_16BF, CUBLAS_COMPUTE_32F, CUDA_R_32F};
-    case DType::F64: return {CUDA_R_64F, CUDA_R_64F, CUBLAS_COMPUTE_64F, CUDA_R_64F};
-    default: TSTL_FAIL("gemm (CUDA): expected dtype f32, bf16 or f64, got ", dtype_name(dtype));
+    case DType::BF16:
+      return {CUDA_R_16BF, CUDA_R_16BF, CUBLAS_COMPUTE_32F, CUDA_R_32F};
+    case DType::F64:
+      return {CUDA_R_64F, CUDA_R_64F, CUBLAS_COMPUTE_64F, CUDA_R_64F};
+    default:
+      TSTL_FAIL("gemm (CUDA): expected dtype f32, bf16 or f64, got ", dtype_name(dtype));
   }
 }
 
@@ -90,13 +93,14 @@ int current_device() {
 struct LtLayout {
   cublasLtMatrixLayout_t layout = nullptr;
   LtLayout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
+    CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
     if (batch > 1) {
       TSTL_CHECK(batch <= INT32_MAX, "gemm (CUDA): batch ", batch, " exceeds cuBLASLt's int32 range");
       const int32_t count = static_cast<int32_t>(batch);
       CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
-      CUBLAS_CHECK(
-          cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+      CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                    sizeof stride));
     }
   }
   ~LtLayout() { cublasLtMatrixLayoutDestroy(layout); }
@@ -190,8 +194,8 @@ bool run(const RowMajorGemm& g) {
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
   cuda::DeviceBuffer workspace(plan.workspace);  // released when the call is queued: reused on this stream only
   const cublasStatus_t status =
-      cublasLtMatmul(cuda::cublaslt_handle(), desc.desc, alpha, g.b, a.layout, g.a, b.layout, beta, g.c, c.layout,
-                     g.c, c.layout, &plan.algo, workspace.as<void>(), plan.workspace, cuda::stream());
+      cublasLtMatmul(cuda::cublaslt_handle(), desc.desc, alpha, g.b, a.layout, g.a, b.layout, beta, g.c, c.layout, g.c,
+                     c.layout, &plan.algo, workspace.as<void>(), plan.workspace, cuda::stream());
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;  // checked before anything is queued
   CUBLAS_CHECK(status);
   return true;

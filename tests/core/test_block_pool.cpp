@@ -78,8 +78,8 @@ TEST(BlockPool, ReusesABlockOnItsOwnStreamOnly) {
   EXPECT_EQ(s.cached, 0u);
   EXPECT_EQ(s.in_use, 1024u + 1024u + 1024u + 2048u);
 
-  for (auto [p, bytes] : {std::pair<void*, size_t>{other_stream, 1000}, {other_device, 1000}, {other_size, 2000},
-                          {again, 900}})
+  for (auto [p, bytes] :
+       {std::pair<void*, size_t>{other_stream, 1000}, {other_device, 1000}, {other_size, 2000}, {again, 900}})
     pool.release(p, bytes);
   EXPECT_EQ(pool.stats().in_use, 0u);
   EXPECT_EQ(pool.stats().peak_in_use, 1024u + 1024u + 1024u + 2048u);

@@ -80,8 +80,12 @@ TEST(CudaStreamUsage, EveryKernelLaunchNamesAStream) {
 }
 
 TEST(CudaStreamUsage, CopiesAndMemsetsAreAsyncAndOnlyTheBackendSynchronisesTheDevice) {
-  const std::vector<std::string> forbidden_everywhere = {"cudaMemcpy(",        "cudaMemset(",      "cudaMemcpy2D(",
-                                                         "cudaMemcpyToSymbol(", "cudaStreamLegacy", "cudaStreamPerThread",
+  const std::vector<std::string> forbidden_everywhere = {"cudaMemcpy(",
+                                                         "cudaMemset(",
+                                                         "cudaMemcpy2D(",
+                                                         "cudaMemcpyToSymbol(",
+                                                         "cudaStreamLegacy",
+                                                         "cudaStreamPerThread",
                                                          "static_cast<cudaStream_t>(0)"};
   for (const Source& s : device_sources()) {
     for (const std::string& call : forbidden_everywhere) {

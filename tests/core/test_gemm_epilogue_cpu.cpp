@@ -16,7 +16,9 @@ std::vector<double> values(int64_t n, double phase) {
   return v;
 }
 
-double gelu_exact(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+double gelu_exact(double x) {
+  return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+}
 
 // C (M, N) = op(A) op(B) in float64, A stored (K, M) when transposed, B stored (N, K) when transposed.
 std::vector<double> naive_product(const std::vector<double>& a, const std::vector<double>& b, int64_t m, int64_t n,

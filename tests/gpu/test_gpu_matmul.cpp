@@ -37,14 +37,19 @@ using gpu_test::expect_close;
 
 double matmul_tolerance(DType dtype) {
   switch (dtype) {
-    case DType::BF16: return 8e-3;
-    case DType::F64: return 1e-12;
-    default: return 1e-5;
+    case DType::BF16:
+      return 8e-3;
+    case DType::F64:
+      return 1e-12;
+    default:
+      return 1e-5;
   }
 }
 
 // The CPU computes in f64 for f64 and in f32 otherwise.
-DType reference_dtype(DType dtype) { return dtype == DType::F64 ? DType::F64 : DType::F32; }
+DType reference_dtype(DType dtype) {
+  return dtype == DType::F64 ? DType::F64 : DType::F32;
+}
 
 // A deterministic (n) CPU tensor in [-1, 1], already rounded to `dtype` (the values both sides use),
 // stored in the reference dtype.
@@ -54,7 +59,9 @@ Tensor inputs(int64_t n, double phase, DType dtype) {
   return Tensor::from_vector(v, {n}).to(dtype).to(reference_dtype(dtype));
 }
 
-Tensor on_gpu(const Tensor& cpu, DType dtype) { return cpu.to(dtype).to(Device::CUDA); }
+Tensor on_gpu(const Tensor& cpu, DType dtype) {
+  return cpu.to(dtype).to(Device::CUDA);
+}
 
 struct GemmCase {
   const char* name;
@@ -87,9 +94,15 @@ std::vector<GemmCase> gemm_cases() {
   };
 }
 
-int64_t a_numel(const kernels::GemmArgs& g) { return (g.a_shared ? 1 : g.batch) * g.m * g.k; }
-int64_t b_numel(const kernels::GemmArgs& g) { return (g.b_shared ? 1 : g.batch) * g.k * g.n; }
-int64_t c_numel(const kernels::GemmArgs& g) { return (g.c_shared ? 1 : g.batch) * g.m * g.n; }
+int64_t a_numel(const kernels::GemmArgs& g) {
+  return (g.a_shared ? 1 : g.batch) * g.m * g.k;
+}
+int64_t b_numel(const kernels::GemmArgs& g) {
+  return (g.b_shared ? 1 : g.batch) * g.k * g.n;
+}
+int64_t c_numel(const kernels::GemmArgs& g) {
+  return (g.c_shared ? 1 : g.batch) * g.m * g.n;
+}
 
 // Runs every gemm case on the GPU into `outputs` (allocated on the first call, reused after).
 void run_gemm_cases(DType dtype, const std::vector<Tensor>& a, const std::vector<Tensor>& b,
@@ -156,7 +169,8 @@ TEST_P(GpuMatmul, EpiloguesMatchTheCpu) {
   };
   for (const Sizes& sizes : {Sizes{37, 129, 67}, Sizes{301, 45, 19}}) {
     const int64_t rows = sizes.rows, in = sizes.in, out = sizes.out;
-    const std::string shape = " R=" + std::to_string(rows) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
+    const std::string shape =
+        " R=" + std::to_string(rows) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
     const Tensor x = inputs(rows * in, 0.2, dtype).reshape({rows, in});
     const Tensor w = inputs(out * in, 0.8, dtype).reshape({out, in});
     const Tensor bias = inputs(out, 2.0, dtype);
@@ -170,7 +184,8 @@ TEST_P(GpuMatmul, EpiloguesMatchTheCpu) {
     expect_close(y_gpu, y_cpu, tol, "gemm_bias" + shape);
 
     Tensor h_cpu = Tensor::empty({rows, out}, ref), a_cpu = Tensor::empty({rows, out}, ref);
-    Tensor h_gpu = Tensor::empty({rows, out}, dtype, Device::CUDA), a_gpu = Tensor::empty({rows, out}, dtype, Device::CUDA);
+    Tensor h_gpu = Tensor::empty({rows, out}, dtype, Device::CUDA),
+           a_gpu = Tensor::empty({rows, out}, dtype, Device::CUDA);
     kernels::gemm_bias_gelu_cpu(fwd, x, w, bias, h_cpu, a_cpu);
     TSTL_ON_DEVICE(h_gpu, gemm_bias_gelu, fwd, on_gpu(x, dtype), on_gpu(w, dtype), on_gpu(bias, dtype), h_gpu, a_gpu);
     expect_close(h_gpu, h_cpu, tol, "gemm_bias_gelu h" + shape);
@@ -188,7 +203,9 @@ TEST_P(GpuMatmul, EpiloguesMatchTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GpuMatmul, ::testing::Values(DType::F32, DType::BF16, DType::F64),
-                         [](const ::testing::TestParamInfo<DType>& info) { return std::string(dtype_name(info.param)); });
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(dtype_name(info.param));
+                         });
 
 TEST(GpuMatmulTf32, OffByDefaultAndWithinTf32ToleranceWhenOn) {
   SKIP_WITHOUT_CUDA();
