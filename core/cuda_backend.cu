@@ -1,9 +1,11 @@
-// The CUDA device interface and its caching allocator. Blocks are rounded up (512 B granules
-// below 1 MiB, 2 MiB above) and kept on per-size free lists when released, so a training loop
-// that allocates the same shapes every step reaches a steady state without cudaMalloc.
-#include <map>
+// The CUDA device interface: the per-device stream, the caching allocator (bookkeeping in
+// core/block_pool.h, keyed by device and stream) and copies queued on the stream.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 
+#include "core/block_pool.h"
 #include "core/cuda_backend.h"
 #include "core/cuda_check.h"
 
@@ -11,64 +13,49 @@ namespace tstl::cuda {
 
 namespace {
 
-struct CachingAllocator {
-  std::mutex mutex;
-  std::multimap<size_t, void*> free_blocks;  // rounded size -> block
-  size_t cached = 0;
+constexpr int kMaxDevices = 64;
 
-  static size_t round(size_t bytes) {
-    const size_t granule = bytes < (1u << 20) ? 512 : (2u << 20);
-    return (bytes + granule - 1) / granule * granule;
-  }
+int current_device() {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  TSTL_CHECK(device >= 0 && device < kMaxDevices, "CUDA device ", device, " is beyond the ", kMaxDevices,
+             " devices tstl supports");
+  return device;
+}
 
-  void* allocate(size_t bytes) {
-    if (bytes == 0) return nullptr;
-    const size_t size = round(bytes);
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      auto it = free_blocks.find(size);
-      if (it != free_blocks.end()) {
-        void* p = it->second;
-        free_blocks.erase(it);
-        cached -= size;
-        return p;
-      }
-    }
-    void* p = nullptr;
-    cudaError_t err = cudaMalloc(&p, size);
-    if (err == cudaErrorMemoryAllocation) {  // give the cache back to the driver and retry once
-      cudaGetLastError();
-      release_all();
-      err = cudaMalloc(&p, size);
-    }
-    if (err != cudaSuccess)
-      TSTL_FAIL("cudaMalloc of ", size, " bytes failed: ", cudaGetErrorString(err), " (", cached,
-                " bytes were cached)");
-    return p;
-  }
-
-  void release(void* p, size_t bytes) {
-    if (!p) return;
-    std::lock_guard<std::mutex> lock(mutex);
-    const size_t size = round(bytes);
-    free_blocks.emplace(size, p);
-    cached += size;
-  }
-
-  void release_all() {
-    std::lock_guard<std::mutex> lock(mutex);
-    for (auto& [size, p] : free_blocks) cudaFree(p);
-    free_blocks.clear();
-    cached = 0;
-  }
-};
-
-CachingAllocator& allocator() {
-  static CachingAllocator* a = new CachingAllocator();  // never destroyed: outlives static tensors
-  return *a;
+BlockPool& pool() {
+  static BlockPool* p = new BlockPool(BlockBackend{  // never destroyed: outlives static tensors
+      [](int, size_t bytes) -> void* {  // the owner's device is the current one (allocate below)
+        void* block = nullptr;
+        const cudaError_t err = cudaMalloc(&block, bytes);
+        if (err == cudaErrorMemoryAllocation) {
+          cudaGetLastError();  // clear it for the next check: the pool frees its cache and retries
+          return nullptr;
+        }
+        if (err != cudaSuccess) TSTL_FAIL("cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(err));
+        return block;
+      },
+      [](int, void* block) { cudaFree(block); },
+      [] { CUDA_CHECK(cudaDeviceSynchronize()); }});
+  return *p;
 }
 
 }  // namespace
+
+Stream stream() {
+  static std::atomic<cudaStream_t> streams[kMaxDevices];  // zero-initialised; never destroyed
+  static std::mutex mutex;
+  const int device = current_device();
+  cudaStream_t s = streams[device].load(std::memory_order_acquire);
+  if (s) return s;
+  std::lock_guard<std::mutex> lock(mutex);
+  s = streams[device].load(std::memory_order_relaxed);
+  if (!s) {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    streams[device].store(s, std::memory_order_release);
+  }
+  return s;
+}
 
 bool compiled() { return true; }
 
@@ -94,21 +81,61 @@ int select_device(int local_rank) {
 
 void* allocate(size_t bytes) {
   TSTL_CHECK(device_count() > 0, "a CUDA tensor was requested but no CUDA device is present");
-  return allocator().allocate(bytes);
+  if (bytes == 0) return nullptr;
+  return pool().allocate(bytes, BlockOwner{current_device(), reinterpret_cast<uintptr_t>(stream())});
 }
 
-void release(void* ptr, size_t bytes) { allocator().release(ptr, bytes); }
-size_t cached_bytes() { return allocator().cached; }
-void empty_cache() { allocator().release_all(); }
+void release(void* ptr, size_t bytes) { pool().release(ptr, bytes); }
+size_t cached_bytes() { return pool().stats().cached; }
+void empty_cache() { pool().release_cached(); }
+
+AllocatorStats allocator_stats() {
+  const BlockPoolStats s = pool().stats();
+  return AllocatorStats{s.in_use, s.peak_in_use, s.cached, s.backend_allocations, s.reuses};
+}
 
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (!dst_on_device && !src_on_device) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
   const cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                                            : (src_on_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+                                            : cudaMemcpyDeviceToHost;
+  // From pageable host memory the copy has consumed `src` when the call returns (it is staged), so
+  // the caller may free it; the device side is ordered on the stream like every kernel.
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
+  if (!dst_on_device) CUDA_CHECK(cudaStreamSynchronize(stream()));  // the host reads dst next
 }
 
-void memset_zero(void* ptr, size_t bytes) { CUDA_CHECK(cudaMemset(ptr, 0, bytes)); }
+void memset_zero(void* ptr, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
+}
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+namespace {
+bool tf32_allowed_from_env(const char* value) {
+  if (!value || !*value || std::strcmp(value, "0") == 0) return false;
+  if (std::strcmp(value, "1") == 0) return true;
+  TSTL_FAIL("environment variable TSTL_ALLOW_TF32 = '", value, "': expected 0 or 1");
+}
+
+std::atomic<int>& tf32_setting() {  // -1: not read yet
+  static std::atomic<int> setting{-1};
+  return setting;
+}
+}  // namespace
+
+bool tf32_allowed() {
+  int s = tf32_setting().load(std::memory_order_relaxed);
+  if (s < 0) {
+    s = tf32_allowed_from_env(std::getenv("TSTL_ALLOW_TF32")) ? 1 : 0;
+    tf32_setting().store(s, std::memory_order_relaxed);
+  }
+  return s == 1;
+}
+
+void set_tf32_allowed(bool allowed) { tf32_setting().store(allowed ? 1 : 0, std::memory_order_relaxed); }
 
 std::string device_name() {
   if (device_count() == 0) return "";

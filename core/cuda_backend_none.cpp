@@ -14,13 +14,17 @@ namespace {
 bool compiled() { return false; }
 int device_count() { return 0; }
 int select_device(int) { unavailable(); }
+Stream stream() { unavailable(); }
 void* allocate(size_t) { unavailable(); }
 void release(void*, size_t) {}
 size_t cached_bytes() { return 0; }
 void empty_cache() {}
+AllocatorStats allocator_stats() { return {}; }
 void copy(void*, bool, const void*, bool, size_t) { unavailable(); }
 void memset_zero(void*, size_t) { unavailable(); }
 void synchronize() {}
+bool tf32_allowed() { return false; }
+void set_tf32_allowed(bool) {}
 std::string library_versions() { return ""; }
 std::string device_name() { return ""; }
 

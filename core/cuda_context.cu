@@ -1,4 +1,4 @@
-// The per-device cuBLAS handles (core/cuda_context.h).
+// The per-device cuBLASLt handles (core/cuda_context.h).
 #include <mutex>
 #include <vector>
 
@@ -6,19 +6,15 @@
 
 namespace tstl::cuda {
 
-cublasHandle_t cublas_handle() {
+cublasLtHandle_t cublaslt_handle() {
   static std::mutex mutex;
-  static std::vector<cublasHandle_t>* handles = new std::vector<cublasHandle_t>();  // never destroyed
+  static std::vector<cublasLtHandle_t>* handles = new std::vector<cublasLtHandle_t>();  // never destroyed
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   std::lock_guard<std::mutex> lock(mutex);
   if (handles->size() <= static_cast<size_t>(device)) handles->resize(static_cast<size_t>(device) + 1, nullptr);
-  cublasHandle_t& handle = (*handles)[static_cast<size_t>(device)];
-  if (!handle) {
-    CUBLAS_CHECK(cublasCreate(&handle));
-    CUBLAS_CHECK(cublasSetStream(handle, stream()));
-    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
-  }
+  cublasLtHandle_t& handle = (*handles)[static_cast<size_t>(device)];
+  if (!handle) CUBLAS_CHECK(cublasLtCreate(&handle));
   return handle;
 }
 

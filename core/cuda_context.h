@@ -1,12 +1,15 @@
-// What every CUDA kernel file shares: the stream kernels run on, the per-device cuBLAS handle,
+// What every CUDA kernel file shares: the stream kernels run on, the per-device cuBLASLt handle,
 // launch sizes for grid-stride loops, a scratch buffer from the caching allocator, a device-side
 // error flag for input validation, element load/store that widens bf16 to f32, and warp
 // reductions.
 // Include only from .cu files.
 //
-// Ordering: every kernel and library call runs on the legacy default stream (stream 0), the same
-// stream that core/cuda_backend.cu's cudaMemcpy and cudaMemset use. That single stream is what
-// makes the caching allocator's immediate reuse of a released block safe without events.
+// Ordering: every kernel launch (`<<<grid, block, shared, stream()>>>`), library call (cuBLASLt,
+// cuDNN) and copy or memset (core/cuda_backend.cu) is queued on cuda::stream(), the device's
+// non-blocking stream (core/cuda_backend.h). That one stream orders all the work of a step; it is
+// also what makes the caching allocator's immediate reuse of a released block safe without events
+// (core/block_pool.h). Code that runs work on another stream (core/comm_nccl.cu) orders it against
+// stream() with events.
 #pragma once
 
 #include <cstddef>
@@ -20,12 +23,9 @@
 
 namespace tstl::cuda {
 
-inline cudaStream_t stream() { return static_cast<cudaStream_t>(0); }
-
-// The cuBLAS handle of the current device, created on first use and never destroyed (it must
-// outlive static tensors released at exit). Bound to stream() with the default math mode: f32
-// GEMMs run in full fp32 (no TF32), bf16 GEMMs accumulate in fp32.
-cublasHandle_t cublas_handle();
+// The cuBLASLt handle of the current device, created on first use and never destroyed (it must
+// outlive static tensors released at exit). cuBLASLt takes the stream per call (stream()).
+cublasLtHandle_t cublaslt_handle();
 
 constexpr int kBlock = 256;  // threads per block of the elementwise and per-row kernels
 constexpr int kWarp = 32;
@@ -38,7 +38,8 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
 }
 
 // Device scratch memory from the caching allocator, returned to it on destruction. The release
-// is safe while a kernel still uses the memory: all work is ordered on one stream.
+// is safe while a kernel still uses the memory: the block is reused only by later work on the
+// same stream (core/block_pool.h).
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t bytes) : bytes_(bytes), ptr_(bytes ? allocate(bytes) : nullptr) {}

@@ -83,10 +83,10 @@ void raise_if_bad(const cuda::ErrorFlag& flag, const Tensor& ids, int64_t vocab)
   int64_t id = 0;
   if (ids.dtype() == DType::I32) {
     int32_t v = 0;
-    CUDA_CHECK(cudaMemcpy(&v, static_cast<const int32_t*>(ids.raw()) + position, sizeof v, cudaMemcpyDeviceToHost));
+    cuda::copy(&v, false, static_cast<const int32_t*>(ids.raw()) + position, true, sizeof v);
     id = v;
   } else {
-    CUDA_CHECK(cudaMemcpy(&id, static_cast<const int64_t*>(ids.raw()) + position, sizeof id, cudaMemcpyDeviceToHost));
+    cuda::copy(&id, false, static_cast<const int64_t*>(ids.raw()) + position, true, sizeof id);
   }
   TSTL_FAIL("embedding: id ", id, " at position ", position, " outside [0, ", vocab, ")");
 }

@@ -25,6 +25,19 @@ struct GemmArgs {
   bool a_shared = false, b_shared = false, c_shared = false;
 };
 TSTL_DECLARE_KERNEL(void, gemm, const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c)
+// The gemm with what follows it in an affine layer, for batch 1 and an unshared C (M, N). On
+// CUDA the bias and the bias gradient are cuBLASLt epilogues of the product (core/matmul_cuda.cu);
+// on the CPU they are the separate passes (binary add, bias_gelu_forward, sum_rows) written out.
+//   gemm_bias:      C = op(A) op(B) + bias (N) on every row
+//   gemm_bias_gelu: h = op(A) op(B) + bias (N) on every row, y = gelu(h) (exact erf form)
+//   gemm_bias_grad: C = op(A) op(B) with A (K, M) transposed, and bias_grad (M) = sum over the K
+//                   rows of A: dW = dy^T x and db = sum over rows of dy in one call
+TSTL_DECLARE_KERNEL(void, gemm_bias, const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias,
+                    Tensor& c)
+TSTL_DECLARE_KERNEL(void, gemm_bias_gelu, const GemmArgs& args, const Tensor& a, const Tensor& b,
+                    const Tensor& bias, Tensor& h, Tensor& y)
+TSTL_DECLARE_KERNEL(void, gemm_bias_grad, const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c,
+                    Tensor& bias_grad)
 
 // out = a (op) b; b is a's shape or a row of a's last size (broadcast over rows).
 TSTL_DECLARE_KERNEL(void, binary, Binary op, const Tensor& a, const Tensor& b, Tensor& out)
@@ -65,6 +78,10 @@ TSTL_DECLARE_KERNEL(void, uniform_fill, Tensor& t, uint64_t seed, uint64_t offse
 #undef TSTL_DECLARE_KERNEL
 
 [[noreturn]] void cuda_not_compiled(const char* kernel);
+
+// The shape checks the gemm_bias* twins share; `kernel` names the caller in the message.
+void check_gemm_epilogue_args(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c,
+                              const Tensor& vec, int64_t vec_size, const char* kernel);
 
 }  // namespace tstl::kernels
 

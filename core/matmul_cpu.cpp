@@ -1,5 +1,6 @@
 // CPU gemm: one cblas call per batch entry (a single call when the right operand is shared and
 // the left is not transposed: the batch folds into M), straight on the tensors' memory: no copy.
+// The gemm_bias* twins are the gemm followed by the elementwise passes their CUDA twins fuse.
 #include <cblas.h>
 
 #include <type_traits>
@@ -34,6 +35,39 @@ void gemm_cpu(const GemmArgs& g, const Tensor& a, const Tensor& b, Tensor& c) {
       }
     }
   });
+}
+
+void check_gemm_epilogue_args(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c,
+                              const Tensor& vec, int64_t vec_size, const char* kernel) {
+  TSTL_CHECK(args.batch == 1 && !args.c_shared, kernel, ": expected one product (batch 1, C not shared), got batch ",
+             args.batch, args.c_shared ? " with a shared C" : "");
+  TSTL_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype() && a.dtype() == vec.dtype(), kernel,
+             ": dtypes differ: ", dtype_name(a.dtype()), ", ", dtype_name(b.dtype()), ", ", dtype_name(c.dtype()),
+             ", ", dtype_name(vec.dtype()));
+  TSTL_CHECK(a.numel() == args.m * args.k && b.numel() == args.k * args.n && c.numel() == args.m * args.n &&
+                 vec.numel() == vec_size,
+             kernel, ": operand sizes ", a.numel(), ", ", b.numel(), ", ", c.numel(), ", ", vec.numel(),
+             " do not fit (", args.m, ", ", args.k, ") x (", args.k, ", ", args.n, ") with a vector of ", vec_size);
+}
+
+void gemm_bias_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
+  check_gemm_epilogue_args(args, a, b, c, bias, args.n, "gemm_bias");
+  gemm_cpu(args, a, b, c);
+  binary_cpu(Binary::Add, c, bias, c);
+}
+
+void gemm_bias_gelu_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& h,
+                        Tensor& y) {
+  check_gemm_epilogue_args(args, a, b, h, bias, args.n, "gemm_bias_gelu");
+  gemm_cpu(args, a, b, h);
+  bias_gelu_forward_cpu(h, bias, y);
+}
+
+void gemm_bias_grad_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c, Tensor& bias_grad) {
+  check_gemm_epilogue_args(args, a, b, c, bias_grad, args.m, "gemm_bias_grad");
+  TSTL_CHECK(args.transpose_a, "gemm_bias_grad: A must be transposed (A (K, M) holds the rows to sum)");
+  gemm_cpu(args, a, b, c);
+  sum_rows_cpu(a, bias_grad);
 }
 
 }  // namespace tstl::kernels

@@ -1,6 +1,6 @@
 // cuDNN's fused attention through the frontend graph API (layers/flash_attention_cudnn.h): one
 // SDPA graph per (shape, scale, ALiBi, direction), built on first use and cached, executed on
-// the stream every tstl kernel uses (core/cuda_context.h: the legacy default stream).
+// the stream every tstl kernel uses (cuda::stream(), core/cuda_backend.h).
 #include "layers/flash_attention_cudnn.h"
 
 #include "core/error.h"
@@ -31,7 +31,7 @@ cudnnHandle_t handle() {
   static cudnnHandle_t h = [] {
     cudnnHandle_t created = nullptr;
     CUDNN_CHECK(cudnnCreate(&created));
-    CUDNN_CHECK(cudnnSetStream(created, static_cast<cudaStream_t>(0)));
+    CUDNN_CHECK(cudnnSetStream(created, cuda::stream()));
     return created;  // never destroyed: it must outlive tensors released at exit
   }();
   return h;
@@ -133,7 +133,7 @@ void execute(const fe::graph::Graph& g, std::unordered_map<int64_t, void*>& pack
   check(g.get_workspace_size(workspace_bytes), "get_workspace_size");
   void* workspace = workspace_bytes > 0 ? cuda::allocate(static_cast<size_t>(workspace_bytes)) : nullptr;
   const fe::error_t status = g.execute(handle(), pack, workspace);
-  // The caching allocator may hand the block out again at once: safe, all work is on one stream.
+  // The caching allocator may hand the block out again at once: safe, it is reused on this stream only.
   if (workspace) cuda::release(workspace, static_cast<size_t>(workspace_bytes));
   check(status, "execute");
 }

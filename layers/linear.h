@@ -5,7 +5,7 @@
 //             x (..., C), W1 (F, C), b1 (F), W2 (C', F), b2 (C'); GELU in its exact erf form
 //
 // Inputs are viewed as R rows (R = product of the leading dims); every product is one BLAS /
-// cuBLAS gemm over all rows (core/kernels.h gemm), so W's gradient is summed over the batch in
+// cuBLASLt gemm over all rows (core/kernels.h gemm), so W's gradient is summed over the batch in
 // the gemm itself. Biases may be undefined.
 //
 // Backward of linear, with dy (R, out):  dx = dy W,  dW = dy^T x,  db = sum over rows of dy.
@@ -14,10 +14,12 @@
 // Gradient contract: the op returns freshly written gradients; the autograd engine accumulates
 // the parameter gradients into .grad.
 //
-// These ops have no kernels of their own: they are built from the core kernels (gemm, the row
-// broadcast add, sum_rows, gelu_forward/gelu_backward, whose per-element math is the TSTL_HD
-// gelu_value/gelu_derivative of core/elementwise.h) through TSTL_ON_DEVICE, so they run on every
-// device the core kernels run on.
+// These ops have no kernels of their own: they are built from the core kernels (gemm and its
+// gemm_bias / gemm_bias_gelu / gemm_bias_grad forms, gelu_forward/gelu_backward, whose per-element
+// math is the TSTL_HD gelu_value/gelu_derivative of core/elementwise.h) through TSTL_ON_DEVICE, so
+// they run on every device the core kernels run on. On CUDA the biases and the bias gradients are
+// cuBLASLt epilogues of the products (core/matmul_cuda.cu); on the CPU the same kernels are the
+// product followed by the elementwise pass.
 #pragma once
 
 #include "core/tensor.h"

@@ -34,19 +34,25 @@ int64_t rows_of(const Tensor& x) {
   return x.size(-1) ? x.numel() / x.size(-1) : 0;
 }
 
-// y (R, out) = x (R, in) W^T, W (out, in).
-Tensor affine_product(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
+// The product x (R, in) W^T, W (out, in).
+kernels::GemmArgs affine_args(const Tensor& x, const Tensor& weight) {
   kernels::GemmArgs g;
   g.m = rows_of(x), g.n = weight.size(0), g.k = weight.size(1), g.transpose_b = true;
+  return g;
+}
+
+// y (R, out) = x (R, in) W^T, W (out, in).
+Tensor affine_product(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
-  TSTL_ON_DEVICE(x, gemm, g, x, weight, y);
+  TSTL_ON_DEVICE(x, gemm, affine_args(x, weight), x, weight, y);
   return y;
 }
 
-// y (R, out) = x (R, in) W^T + b, b (out) or undefined; the bias is added in place.
+// y (R, out) = x (R, in) W^T + b, b (out) or undefined (on CUDA the bias is the gemm's epilogue).
 Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
-  Tensor y = affine_product(x, weight, out_shape);  // (R, out)
-  if (bias.defined()) TSTL_ON_DEVICE(y, binary, kernels::Binary::Add, y, bias, y);
+  if (!bias.defined()) return affine_product(x, weight, out_shape);
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
+  TSTL_ON_DEVICE(x, gemm_bias, affine_args(x, weight), x, weight, bias, y);
   return y;
 }
 
@@ -75,6 +81,22 @@ Tensor affine_bias_grad(const Tensor& dy) {
   return db;
 }
 
+// The parameter gradients dW = dy^T x and db (each when wanted; db in the gemm's epilogue on CUDA
+// when both are).
+void affine_param_grads(const Tensor& dy, const Tensor& x, const Shape& w_shape, bool gw, bool gb, Tensor& dw,
+                        Tensor& db) {
+  if (gw && gb) {
+    kernels::GemmArgs g;
+    g.m = w_shape[0], g.n = w_shape[1], g.k = rows_of(dy), g.transpose_a = true;
+    dw = Tensor::empty(w_shape, dy.dtype(), dy.device());
+    db = Tensor::empty({w_shape[0]}, dy.dtype(), dy.device());
+    TSTL_ON_DEVICE(dy, gemm_bias_grad, g, dy, x, dw, db);
+    return;
+  }
+  if (gw) dw = affine_weight_grad(dy, x, w_shape);
+  if (gb) db = affine_bias_grad(dy);
+}
+
 Shape with_last(const Shape& shape, int64_t last) {
   Shape out = shape;
   out.back() = last;
@@ -98,8 +120,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const Tensor saved_w = gx ? weight.detach() : Tensor();         // (out, in)
   record(y, "linear", {x, weight, bias}, [=](const Tensor& dy) {  // dy (..., out)
     Tensor dx = gx ? affine_input_grad(dy, saved_w, x_shape) : Tensor();
-    Tensor dw = gw ? affine_weight_grad(dy, saved_x, w_shape) : Tensor();
-    Tensor db = gb ? affine_bias_grad(dy) : Tensor();
+    Tensor dw, db;
+    affine_param_grads(dy, saved_x, w_shape, gw, gb, dw, db);
     return std::vector<Tensor>{dx, dw, db};
   });
   return y;
@@ -112,14 +134,17 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   const int64_t ffn = w_in.size(0);
   const Shape x_shape = x.shape(), h_shape = with_last(x_shape, ffn);
   const Shape w_in_shape = w_in.shape(), w_out_shape = w_out.shape();
-  Tensor h = affine_product(x, w_in, h_shape);  // (..., F) the pre-activation, without b_in yet
-  check_affine(h, w_out, b_out, "gelu_mlp", "w_out", "b_out");
-  Tensor a = Tensor::empty(h_shape, h.dtype(), h.device());  // (..., F) gelu(h)
+  Tensor h, a;  // (..., F) the pre-activation x W1^T + b1 and gelu(h)
   if (b_in.defined()) {
-    TSTL_ON_DEVICE(h, bias_gelu_forward, h, b_in, a);  // h += b_in, a = gelu(h): one pass
+    h = Tensor::empty(h_shape, x.dtype(), x.device());
+    a = Tensor::empty(h_shape, x.dtype(), x.device());
+    TSTL_ON_DEVICE(x, gemm_bias_gelu, affine_args(x, w_in), x, w_in, b_in, h, a);
   } else {
+    h = affine_product(x, w_in, h_shape);
+    a = Tensor::empty(h_shape, h.dtype(), h.device());
     TSTL_ON_DEVICE(h, gelu_forward, h, a);
   }
+  check_affine(h, w_out, b_out, "gelu_mlp", "w_out", "b_out");
   Tensor y = affine_forward(a, w_out, b_out, with_last(x_shape, w_out_shape[0]));  // (..., C')
   if (!needs_grad({&x, &w_in, &b_in, &w_out, &b_out})) return y;  // a is dropped: backward recomputes it
   const bool gx = wants_grad(x), gw_in = wants_grad(w_in), gb_in = wants_grad(b_in);
@@ -145,12 +170,10 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
       act = Tensor::empty(h_shape, dy.dtype(), dy.device());
       TSTL_ON_DEVICE(dy, gelu_forward, saved_h, act);
     }
-    if (gw_out) dw_out = affine_weight_grad(dy, act, w_out_shape);
-    if (gb_out) db_out = affine_bias_grad(dy);
+    affine_param_grads(dy, act, w_out_shape, gw_out, gb_out, dw_out, db_out);
     if (through_h) {
       if (gx) dx = affine_input_grad(dh, saved_w_in, x_shape);
-      if (gw_in) dw_in = affine_weight_grad(dh, saved_x, w_in_shape);
-      if (gb_in) db_in = affine_bias_grad(dh);
+      affine_param_grads(dh, saved_x, w_in_shape, gw_in, gb_in, dw_in, db_in);
     }
     return std::vector<Tensor>{dx, dw_in, db_in, dw_out, db_out};
   });

@@ -1,5 +1,6 @@
 // CUDA kernel of the fused AdamW update: one thread per element (grid-stride), the per-element
 // math shared with the CPU kernel (optim/adamw.h). f32 parameters, gradients and moments.
+#include "core/cuda_backend.h"
 #include "core/cuda_check.h"
 #include "optim/adamw.h"
 
@@ -20,7 +21,7 @@ void adamw_step_cuda(const AdamWScalars& s, Tensor& p, const Tensor& g, Tensor& 
   const int threads = 256;
   const int64_t blocks_needed = (n + threads - 1) / threads;
   const int blocks = static_cast<int>(blocks_needed < 65535 ? blocks_needed : 65535);
-  adamw_kernel<<<blocks, threads>>>(s, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), n);
+  adamw_kernel<<<blocks, threads, 0, cuda::stream()>>>(s, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), n);
   CUDA_CHECK_LAUNCH();
 }
 

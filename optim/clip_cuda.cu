@@ -3,6 +3,7 @@
 // on the host in block order.
 #include <vector>
 
+#include "core/cuda_backend.h"
 #include "core/cuda_check.h"
 #include "optim/clip.h"
 
@@ -50,13 +51,16 @@ GradStats grad_stats_cuda(const Tensor& g) {
   // Scratch from the caching allocator (via Tensor), so a training step makes no cudaMalloc.
   Tensor partial = Tensor::empty({kBlocks}, DType::F64, Device::CUDA);  // (kBlocks)
   Tensor bad = Tensor::empty({kBlocks}, DType::I64, Device::CUDA);      // (kBlocks)
-  grad_stats_kernel<<<kBlocks, kThreads>>>(g.data<float>(), g.numel(), partial.data<double>(),
-                                           reinterpret_cast<unsigned long long*>(bad.data<int64_t>()));
+  grad_stats_kernel<<<kBlocks, kThreads, 0, cuda::stream()>>>(g.data<float>(), g.numel(), partial.data<double>(),
+                                                              reinterpret_cast<unsigned long long*>(bad.data<int64_t>()));
   CUDA_CHECK_LAUNCH();
   std::vector<double> host_partial(kBlocks);
   std::vector<unsigned long long> host_bad(kBlocks);
-  CUDA_CHECK(cudaMemcpy(host_partial.data(), partial.raw(), kBlocks * sizeof(double), cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaMemcpy(host_bad.data(), bad.raw(), kBlocks * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpyAsync(host_partial.data(), partial.raw(), kBlocks * sizeof(double), cudaMemcpyDeviceToHost,
+                             cuda::stream()));
+  CUDA_CHECK(cudaMemcpyAsync(host_bad.data(), bad.raw(), kBlocks * sizeof(unsigned long long), cudaMemcpyDeviceToHost,
+                             cuda::stream()));
+  CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));  // the host sums the partials next
   GradStats s;
   for (int b = 0; b < kBlocks; ++b) {
     s.sum_squares += host_partial[b];
@@ -70,8 +74,8 @@ void scale_inplace_cuda(Tensor& g, double factor) {
   const int64_t n = g.numel();
   if (n == 0) return;
   const int64_t needed = (n + kThreads - 1) / kThreads;
-  scale_kernel<<<static_cast<int>(needed < 65535 ? needed : 65535), kThreads>>>(g.data<float>(), n,
-                                                                               static_cast<float>(factor));
+  scale_kernel<<<static_cast<int>(needed < 65535 ? needed : 65535), kThreads, 0, cuda::stream()>>>(
+      g.data<float>(), n, static_cast<float>(factor));
   CUDA_CHECK_LAUNCH();
 }
 
