@@ -49,7 +49,7 @@ class NcclEngine final : public CommEngine {
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
   ~NcclEngine() override {
-    ncclCommDestroy(comm_);
+    if (comm_) ncclCommDestroy(comm_);  // null after an abort
     cudaEventDestroy(done_);
     cudaEventDestroy(ready_);
     cudaStreamDestroy(stream_);
@@ -107,6 +107,7 @@ class NcclEngine final : public CommEngine {
   }
 
   void join() override {
+    check_async_error("a collective (nccl)");  // an error NCCL already knows of; does not wait
     CUDA_CHECK(cudaEventRecord(done_, stream_));
     CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), done_, 0));
     in_flight_.clear();  // their memory's next users run on the compute stream, now behind the collectives
@@ -127,17 +128,24 @@ class NcclEngine final : public CommEngine {
     CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   }
 
+  // NCCL's asynchronous error state (a peer gone, a network failure): aborts the communicator
+  // and throws, naming the collective.
+  void check_async_error(const char* what) {
+    ncclResult_t async = ncclSuccess;
+    NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
+    if (async != ncclSuccess) {
+      ncclCommAbort(comm_);
+      comm_ = nullptr;
+      TSTL_FAIL(what, ": NCCL reported ", ncclGetErrorString(async), " on rank ", env_.rank);
+    }
+  }
+
   // The plain calls' host wait (polling, under the job's deadline), then the release of the
   // temporaries; counted as one synchronisation (core/cuda_sync.h).
   void finish(const char* what) {
     cuda::note_sync();
     mpi_.wait_until(what, [&] {
-      ncclResult_t async = ncclSuccess;
-      NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
-      if (async != ncclSuccess) {
-        ncclCommAbort(comm_);
-        TSTL_FAIL(what, ": NCCL reported ", ncclGetErrorString(async), " on rank ", env_.rank);
-      }
+      check_async_error(what);
       const cudaError_t q = cudaStreamQuery(stream_);
       if (q == cudaErrorNotReady) return false;
       CUDA_CHECK(q);
