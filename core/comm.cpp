@@ -102,22 +102,51 @@ void Communicator::all_reduce(Tensor& t, ReduceOp op) {
   engine(t.device()).all_reduce(t, op);
 }
 
-void Communicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
+void Communicator::check_reduce_scatter(const Tensor& in, const Tensor& out) const {
   check_pair(in, out, "reduce_scatter");
   TSTL_CHECK(out.numel() == shard_range(in.numel(), world(), rank()).size(), "reduce_scatter: rank ", rank(),
              " owns ", shard_range(in.numel(), world(), rank()).size(), " of ", in.numel(), " elements, out has ",
              out.numel());
+}
+
+void Communicator::check_all_gather(const Tensor& in, const Tensor& out) const {
+  check_pair(in, out, "all_gather");
+  TSTL_CHECK(in.numel() == shard_range(out.numel(), world(), rank()).size(), "all_gather: rank ", rank(), " owns ",
+             shard_range(out.numel(), world(), rank()).size(), " of ", out.numel(), " elements, in has ", in.numel());
+}
+
+void Communicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
+  check_reduce_scatter(in, out);
   Timed timed(stats_);
   engine(in.device()).reduce_scatter(in, out, op);
 }
 
 void Communicator::all_gather(const Tensor& in, Tensor& out) {
-  check_pair(in, out, "all_gather");
-  TSTL_CHECK(in.numel() == shard_range(out.numel(), world(), rank()).size(), "all_gather: rank ", rank(), " owns ",
-             shard_range(out.numel(), world(), rank()).size(), " of ", out.numel(), " elements, in has ", in.numel());
+  check_all_gather(in, out);
   Timed timed(stats_);
   engine(in.device()).all_gather(in, out);
 }
+
+// The asynchronous calls are timed too: on the host engines they are the whole collective, on
+// NCCL only the enqueueing (the collective itself overlaps the compute stream's work).
+void Communicator::all_reduce_async(Tensor& t, ReduceOp op) {
+  Timed timed(stats_);
+  engine(t.device()).all_reduce_async(t, op);
+}
+
+void Communicator::reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op) {
+  check_reduce_scatter(in, out);
+  Timed timed(stats_);
+  engine(in.device()).reduce_scatter_async(in, out, op);
+}
+
+void Communicator::all_gather_async(const Tensor& in, Tensor& out) {
+  check_all_gather(in, out);
+  Timed timed(stats_);
+  engine(in.device()).all_gather_async(in, out);
+}
+
+void Communicator::join(Device device) { engine(device).join(); }
 
 void Communicator::broadcast(Tensor& t, int root) {
   TSTL_CHECK(root >= 0 && root < world(), "broadcast: root ", root, " outside [0, ", world(), ")");

@@ -69,6 +69,12 @@ class CommEngine {
   // Blocks until done() returns true, under the job's timeout: the MPI engine runs the failure
   // protocol above when the deadline passes (the NCCL engine waits for its stream through it).
   virtual void wait_until(const char* what, const std::function<bool()>& done);
+  // Asynchronous collectives (see Communicator). The default completes the call before returning
+  // (the host engines), and join() then has nothing to wait for.
+  virtual void all_reduce_async(Tensor& t, ReduceOp op) { all_reduce(t, op); }
+  virtual void reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op) { reduce_scatter(in, out, op); }
+  virtual void all_gather_async(const Tensor& in, Tensor& out) { all_gather(in, out); }
+  virtual void join() {}
 };
 
 class Communicator {
@@ -91,6 +97,19 @@ class Communicator {
   void broadcast(Tensor& t, int root = 0);
   void barrier();
 
+  // Asynchronous variants, for overlapping communication with computation (the gradient buckets
+  // during backward, ZeRO-1's gathers). CUDA tensors (NCCL): the collective is ordered after the
+  // work the compute stream (core/cuda_context.h's stream()) has been given so far (an event the
+  // communication stream waits for), enqueued on the engine's own communication stream, and the
+  // call returns at once. The tensors must stay alive and unwritten until join(device), which
+  // makes the compute stream wait for every collective enqueued so far (an event again: the host
+  // does not wait; temporaries the engine made are released then). CPU tensors (MPI, local):
+  // the call completes before it returns, as the plain call does, and join() does nothing.
+  void all_reduce_async(Tensor& t, ReduceOp op = ReduceOp::Sum);
+  void reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op = ReduceOp::Sum);
+  void all_gather_async(const Tensor& in, Tensor& out);
+  void join(Device device);
+
   // Host-value conveniences for decisions and logs (f64 on the CPU engine).
   double sum(double value);
   double max(double value);
@@ -102,6 +121,8 @@ class Communicator {
 
  private:
   CommEngine& engine(Device device);
+  void check_reduce_scatter(const Tensor& in, const Tensor& out) const;
+  void check_all_gather(const Tensor& in, const Tensor& out) const;
   DistEnv env_;
   CommOptions options_;
   CommStats stats_;

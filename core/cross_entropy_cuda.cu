@@ -4,6 +4,11 @@
 // softmax from lse and writes dlogits (R, V) = (softmax - onehot) * dloss / count (=), zero rows
 // where the target is ignored. bf16 logits are loaded as f32; lse, loss and dloss are f32.
 // The per-row math is core/cross_entropy.h's, shared with the CPU.
+// Targets outside [0, V) (other than ignore_index) are checked on the host before upload
+// (core/token_ids.h, layers/decoder.cpp): nothing is read back here, so a training step makes no
+// host synchronisation (docs/gpu.md). A bad target that reaches the device anyway is never used
+// as an address: its row's loss is NaN (the trainer's non-finite check stops the run) and its
+// gradient row is the softmax alone.
 #include "core/cross_entropy.h"
 #include "core/cuda_context.h"
 #include "core/kernels.h"
@@ -45,8 +50,7 @@ __device__ A block_reduce(A v, A* shared, Op op) {
 
 template <class T>
 __global__ void cross_entropy_forward_kernel(const T* logits, const void* targets, bool wide, int64_t ignore_index,
-                                             acc_t<T>* loss, acc_t<T>* lse, int64_t rows, int64_t vocab,
-                                             unsigned long long* bad) {
+                                             acc_t<T>* loss, acc_t<T>* lse, int64_t rows, int64_t vocab) {
   using A = acc_t<T>;
   __shared__ A shared[kRowBlock];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -61,9 +65,8 @@ __global__ void cross_entropy_forward_kernel(const T* logits, const void* target
       const A l = m + log(s);
       const int64_t t = load_target(targets, wide, r);
       const bool valid = t == ignore_index || (t >= 0 && t < vocab);
-      if (!valid) atomicMin(bad, static_cast<unsigned long long>(r));
       lse[r] = l;
-      loss[r] = t == ignore_index || !valid ? A(0) : l - static_cast<A>(load(row, t));
+      loss[r] = t == ignore_index ? A(0) : (valid ? l - static_cast<A>(load(row, t)) : A(NAN));
     }
   }
 }
@@ -111,21 +114,14 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, int
   const int64_t vocab = logits.size(-1), rows = vocab ? logits.numel() / vocab : 0;
   if (rows == 0) return;
   const bool wide = targets.dtype() == DType::I64;
-  cuda::ErrorFlag flag;
   cuda::visit_cuda_float(logits.dtype(), "cross_entropy_forward", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
     cross_entropy_forward_kernel<T><<<row_grid(rows), kRowBlock, 0, cuda::stream()>>>(
         static_cast<const T*>(logits.raw()), targets.raw(), wide, ignore_index, static_cast<A*>(loss.raw()),
-        static_cast<A*>(lse.raw()), rows, vocab, flag.device());
+        static_cast<A*>(lse.raw()), rows, vocab);
     CUDA_CHECK_LAUNCH();
   });
-  const unsigned long long bad = flag.read();
-  if (bad != cuda::ErrorFlag::kNone) {
-    const int64_t r = static_cast<int64_t>(bad);
-    const int64_t t = targets.reshape({rows}).to(Device::CPU).to_vector<int64_t>()[static_cast<size_t>(r)];
-    TSTL_FAIL("cross_entropy: target ", t, " at row ", r, " outside [0, ", vocab, ")");
-  }
 }
 
 void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index,

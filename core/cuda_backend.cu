@@ -8,6 +8,7 @@
 #include "core/block_pool.h"
 #include "core/cuda_backend.h"
 #include "core/cuda_check.h"
+#include "core/cuda_sync_cuda.h"
 
 namespace tstl::cuda {
 
@@ -104,14 +105,17 @@ void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, si
                                             : cudaMemcpyDeviceToHost;
   // From pageable host memory the copy has consumed `src` when the call returns (it is staged), so
   // the caller may free it; the device side is ordered on the stream like every kernel.
+  if (!dst_on_device) {  // the host reads dst next: one counted synchronisation (core/cuda_sync.h)
+    counted_read_to_host(dst, src, bytes, stream());
+    return;
+  }
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
-  if (!dst_on_device) CUDA_CHECK(cudaStreamSynchronize(stream()));  // the host reads dst next
 }
 
 void memset_zero(void* ptr, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
 }
-void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() { counted_device_synchronize(); }
 
 namespace {
 bool tf32_allowed_from_env(const char* value) {

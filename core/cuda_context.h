@@ -55,27 +55,6 @@ class DeviceBuffer {
   void* ptr_;
 };
 
-// The first invalid position found by a validating kernel: kernels cannot throw, so they record
-// the smallest bad index (atomicMin: the same answer however threads are scheduled) and the
-// launcher reads it back and raises the error on the host. kNone when everything was valid.
-class ErrorFlag {
- public:
-  static constexpr unsigned long long kNone = ~0ull;
-  ErrorFlag() : buffer_(sizeof(unsigned long long)) {
-    CUDA_CHECK(cudaMemsetAsync(buffer_.as<void>(), 0xff, sizeof(unsigned long long), stream()));
-  }
-  unsigned long long* device() const { return buffer_.as<unsigned long long>(); }
-  unsigned long long read() const {  // synchronises with the stream
-    unsigned long long value = kNone;
-    CUDA_CHECK(cudaMemcpyAsync(&value, device(), sizeof value, cudaMemcpyDeviceToHost, stream()));
-    CUDA_CHECK(cudaStreamSynchronize(stream()));
-    return value;
-  }
-
- private:
-  DeviceBuffer buffer_;
-};
-
 // ---- Elements: bf16 is loaded as f32, arithmetic runs in Compute<T>, stores round back -------
 
 template <class T>

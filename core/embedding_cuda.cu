@@ -7,12 +7,16 @@
 // adds the run's gradient rows one after another: the same order as the CPU's serial loop, so f32
 // results equal the CPU's bit for bit, and nothing depends on thread scheduling.
 //
-// Ids outside [0, V) are reported like the CPU does: the kernels record the smallest bad position
-// in a device flag, which the launcher reads back (one small synchronising copy per call).
+// Ids outside [0, V): the launchers read nothing back (a training step makes no host
+// synchronisation, docs/gpu.md), so ids are checked on the host before they are uploaded
+// (core/token_ids.h, called by layers/decoder.cpp). An invalid id that reaches the device anyway
+// is never used as an address: its forward row is NaN, so the loss turns non-finite and the
+// trainer's non-finite check stops the run, and its backward row is dropped.
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 
 #include "core/cuda_context.h"
 #include "core/kernels.h"
@@ -29,30 +33,29 @@ namespace {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-// out (N, C) = weight[ids] for valid ids; an invalid id marks the flag and leaves its row.
-template <class U, class Id>
-__global__ void embedding_forward_kernel(const U* weight, const Id* ids, U* out, int64_t n, int64_t width,
-                                         int64_t vocab, unsigned long long* bad) {
+// out (N, C) = weight[ids] for valid ids; the row of an invalid id is NaN.
+template <class T, class Id>
+__global__ void embedding_forward_kernel(const T* weight, const Id* ids, T* out, int64_t n, int64_t width,
+                                         int64_t vocab) {
   TSTL_GRID_STRIDE(e, n * width) {
     const int64_t i = e / width, c = e % width;
     const int64_t id = static_cast<int64_t>(ids[i]);
     if (id < 0 || id >= vocab) {
-      atomicMin(bad, static_cast<unsigned long long>(i));
+      store(out, e, NAN);
       continue;
     }
     out[e] = weight[id * width + c];
   }
 }
 
-// keys (N,) = ids as sort keys, positions (N,) = 0..N-1.
+// keys (N,) = ids as sort keys (an invalid id sorts last as the key `vocab`, which the backward
+// skips), positions (N,) = 0..N-1.
 template <class Id>
-__global__ void embedding_keys_kernel(const Id* ids, int64_t n, int64_t vocab, uint32_t* keys, uint32_t* positions,
-                                      unsigned long long* bad) {
+__global__ void embedding_keys_kernel(const Id* ids, int64_t n, int64_t vocab, uint32_t* keys, uint32_t* positions) {
   TSTL_GRID_STRIDE(i, n) {
     const int64_t id = static_cast<int64_t>(ids[i]);
     const bool valid = id >= 0 && id < vocab;
-    if (!valid) atomicMin(bad, static_cast<unsigned long long>(i));
-    keys[i] = valid ? static_cast<uint32_t>(id) : 0u;
+    keys[i] = static_cast<uint32_t>(valid ? id : vocab);
     positions[i] = static_cast<uint32_t>(i);
   }
 }
@@ -61,10 +64,11 @@ __global__ void embedding_keys_kernel(const Id* ids, int64_t n, int64_t vocab, u
 // dweight[key, c] += sum over the run of dout[position, c], in increasing position order.
 template <class T>
 __global__ void embedding_backward_kernel(const T* dout, const uint32_t* keys, const uint32_t* positions, T* dweight,
-                                          int64_t n, int64_t width) {
+                                          int64_t n, int64_t width, int64_t vocab) {
   TSTL_GRID_STRIDE(e, n * width) {
     const int64_t j = e / width, c = e % width;
     const uint32_t key = keys[j];
+    if (key >= vocab) continue;                 // an invalid id: no row to add to
     if (j > 0 && keys[j - 1] == key) continue;  // not the first of its run
     const int64_t row = static_cast<int64_t>(key) * width + c;
     compute_t<T> acc = load(dweight, row);
@@ -74,22 +78,6 @@ __global__ void embedding_backward_kernel(const T* dout, const uint32_t* keys, c
 }
 
 #undef TSTL_GRID_STRIDE
-
-// Throws the CPU's message for the id at `position` when the flag recorded one.
-void raise_if_bad(const cuda::ErrorFlag& flag, const Tensor& ids, int64_t vocab) {
-  const unsigned long long bad = flag.read();
-  if (bad == cuda::ErrorFlag::kNone) return;
-  const int64_t position = static_cast<int64_t>(bad);
-  int64_t id = 0;
-  if (ids.dtype() == DType::I32) {
-    int32_t v = 0;
-    cuda::copy(&v, false, static_cast<const int32_t*>(ids.raw()) + position, true, sizeof v);
-    id = v;
-  } else {
-    cuda::copy(&id, false, static_cast<const int64_t*>(ids.raw()) + position, true, sizeof id);
-  }
-  TSTL_FAIL("embedding: id ", id, " at position ", position, " outside [0, ", vocab, ")");
-}
 
 template <class Fn>
 void visit_ids(const Tensor& ids, Fn&& fn) {
@@ -107,18 +95,16 @@ void embedding_forward_cuda(const Tensor& weight, const Tensor& ids, Tensor& out
   cuda::check_on_cuda(ids, "embedding_forward", "ids");
   const int64_t vocab = weight.size(0), width = weight.size(1), n = ids.numel();
   if (n == 0 || width == 0) return;
-  cuda::ErrorFlag flag;
   visit_ids(ids, [&](auto id_tag) {
     using Id = decltype(id_tag);
-    cuda::visit_element_size(dtype_size(weight.dtype()), "embedding_forward", [&](auto tag) {
-      using U = decltype(tag);
-      embedding_forward_kernel<U, Id><<<cuda::grid_for(n * width), cuda::kBlock, 0, cuda::stream()>>>(
-          static_cast<const U*>(weight.raw()), static_cast<const Id*>(ids.raw()), static_cast<U*>(out.raw()), n,
-          width, vocab, flag.device());
+    cuda::visit_cuda_float(weight.dtype(), "embedding_forward", [&](auto tag) {
+      using T = decltype(tag);
+      embedding_forward_kernel<T, Id><<<cuda::grid_for(n * width), cuda::kBlock, 0, cuda::stream()>>>(
+          static_cast<const T*>(weight.raw()), static_cast<const Id*>(ids.raw()), static_cast<T*>(out.raw()), n,
+          width, vocab);
       CUDA_CHECK_LAUNCH();
     });
   });
-  raise_if_bad(flag, ids, vocab);
 }
 
 void embedding_backward_cuda(const Tensor& dout, const Tensor& ids, Tensor& dweight) {
@@ -129,21 +115,19 @@ void embedding_backward_cuda(const Tensor& dout, const Tensor& ids, Tensor& dwei
              " and ", dtype_name(dweight.dtype()));
   const int64_t vocab = dweight.size(0), width = dweight.size(1), n = ids.numel();
   if (n == 0 || width == 0) return;
-  TSTL_CHECK(n <= INT_MAX && vocab <= static_cast<int64_t>(UINT32_MAX), "embedding_backward (CUDA): ", n,
+  TSTL_CHECK(n <= INT_MAX && vocab < static_cast<int64_t>(UINT32_MAX), "embedding_backward (CUDA): ", n,
              " ids over a vocabulary of ", vocab, " exceed the sort's 32-bit range");
   cuda::DeviceBuffer keys(static_cast<size_t>(n) * sizeof(uint32_t)), positions(keys.bytes());  // (N,) each
   cuda::DeviceBuffer sorted_keys(keys.bytes()), sorted_positions(keys.bytes());                 // (N,) each
-  cuda::ErrorFlag flag;
   visit_ids(ids, [&](auto id_tag) {
     using Id = decltype(id_tag);
     embedding_keys_kernel<Id><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(
-        static_cast<const Id*>(ids.raw()), n, vocab, keys.as<uint32_t>(), positions.as<uint32_t>(), flag.device());
+        static_cast<const Id*>(ids.raw()), n, vocab, keys.as<uint32_t>(), positions.as<uint32_t>());
     CUDA_CHECK_LAUNCH();
   });
-  raise_if_bad(flag, ids, vocab);
 
-  int end_bit = 1;  // sort only the bits that ids below vocab can use
-  while (end_bit < 32 && (int64_t{1} << end_bit) < vocab) ++end_bit;
+  int end_bit = 1;  // sort only the bits that keys up to vocab (the invalid-id key) can use
+  while (end_bit < 32 && (int64_t{1} << end_bit) <= vocab) ++end_bit;
   const int items = static_cast<int>(n);
   size_t temp_bytes = 0;
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.as<uint32_t>(), sorted_keys.as<uint32_t>(),
@@ -158,7 +142,7 @@ void embedding_backward_cuda(const Tensor& dout, const Tensor& ids, Tensor& dwei
     using T = decltype(tag);
     embedding_backward_kernel<T><<<cuda::grid_for(n * width), cuda::kBlock, 0, cuda::stream()>>>(
         static_cast<const T*>(dout.raw()), sorted_keys.as<uint32_t>(), sorted_positions.as<uint32_t>(),
-        static_cast<T*>(dweight.raw()), n, width);
+        static_cast<T*>(dweight.raw()), n, width, vocab);
     CUDA_CHECK_LAUNCH();
   });
 }

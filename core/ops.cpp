@@ -322,13 +322,22 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& targets, int64_t i
   return rows;
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+int64_t count_scored_targets(const Tensor& targets, int64_t ignore_index) {
+  int64_t count = 0;
+  for (int64_t t : targets.to_vector<int64_t>()) count += t != ignore_index;
+  return count;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, int64_t scored_targets) {
   check_cross_entropy(logits, targets);
+  TSTL_CHECK(scored_targets >= -1 && scored_targets <= targets.numel(), "cross_entropy: scored_targets ",
+             scored_targets, " outside [-1, ", targets.numel(), "]");
   Tensor rows = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   Tensor lse = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   TSTL_ON_DEVICE(logits, cross_entropy_forward, logits, targets, ignore_index, rows, lse);
-  int64_t count = 0;
-  for (int64_t t : targets.to_vector<int64_t>()) count += t != ignore_index;
+  // Counting device-resident targets reads them back (a synchronisation): callers that upload
+  // the targets count them on the host first (Decoder::loss).
+  const int64_t count = scored_targets >= 0 ? scored_targets : count_scored_targets(targets, ignore_index);
   const double inv_count = count ? 1.0 / static_cast<double>(count) : 0.0;
   Tensor total = Tensor::empty({}, rows.dtype(), rows.device());
   TSTL_ON_DEVICE(rows, sum_all, rows, total);

@@ -43,7 +43,11 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 // targets (...) i32/i64. Forward keeps per-row log-sum-exp (fp32 or better accumulation);
 // backward writes softmax - onehot row by row, never materialising probabilities elsewhere.
 // Rows whose target equals ignore_index contribute nothing. All rows ignored gives loss 0.
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -1);
+// `scored_targets`: how many targets differ from ignore_index, when the caller knows it (counted on
+// the host before the upload, count_scored_targets); -1: counted here, which reads device targets back.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -1,
+                     int64_t scored_targets = -1);
+int64_t count_scored_targets(const Tensor& targets, int64_t ignore_index);
 // Per-row negative log-likelihood (no grad), shape of targets, 0 where ignored: for evaluation.
 Tensor cross_entropy_rows(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -1);
 

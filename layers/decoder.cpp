@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/rng.h"
+#include "core/token_ids.h"
 #include "layers/coca.h"
 #include "layers/flash_attention.h"
 #include "layers/heads.h"
@@ -208,7 +209,9 @@ Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const 
   const ModelConfig& c = config_;
   TSTL_CHECK(ids.dim() == 2, "Decoder::forward: ids must be (batch, length), got ", shape_str(ids.shape()));
   const int64_t past = options.cache ? options.cache->position() : 0;
-  // Token ids may come from the host; they follow the parameters to the model's device.
+  // Token ids may come from the host; they follow the parameters to the model's device, checked
+  // on the host first (the CUDA kernels read nothing back, core/token_ids.h).
+  if (ids.device() == Device::CPU && device_ != Device::CPU) check_embedding_ids(ids, c.vocab_size);
   Tensor x = embedding(parameter("gpt_neox.embed_in.weight"), ids.device() == device_ ? ids : ids.to(device_));  // (B, N, C)
   for (int64_t i = 0; i < c.layers; ++i) {
     const std::string p = layer_prefix(i);
@@ -230,7 +233,11 @@ Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const 
 }
 
 Tensor Decoder::loss(const Tensor& inputs, const Tensor& targets, int64_t ignore_index) const {
-  return cross_entropy(forward(inputs), targets.device() == device_ ? targets : targets.to(device_), ignore_index);
+  if (targets.device() == device_) return cross_entropy(forward(inputs), targets, ignore_index);
+  // Host targets for a device model: checked and counted here, where they are, so the loss reads
+  // nothing back from the device.
+  check_target_ids(targets, config_.vocab_size, ignore_index);
+  return cross_entropy(forward(inputs), targets.to(device_), ignore_index, count_scored_targets(targets, ignore_index));
 }
 
 }  // namespace tstl

@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "optim/adamw_multi_tensor.h"
 
 namespace tstl {
 
@@ -87,6 +88,7 @@ void AdamW::step(double lr) {
   s.eps = options_.eps;
   s.bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
   s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step_count_)));
+  std::vector<AdamWTensor> on_device;  // CUDA parameters: one multi-tensor launch for all of them
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].second;
     const Tensor g = p.grad();
@@ -96,8 +98,27 @@ void AdamW::step(double lr) {
                dtype_name(g.dtype()), " on ", device_name(g.device()), ", parameter is ", shape_str(p.shape()),
                " ", dtype_name(p.dtype()), " on ", device_name(p.device()));
     s.weight_decay = decay_[i] ? options_.weight_decay : 0.0;
-    TSTL_ON_DEVICE(p, adamw_step, s, p, g, exp_avg_[i], exp_avg_sq_[i]);
+    if (p.device() == Device::CPU) {
+      kernels::adamw_step_cpu(s, p, g, exp_avg_[i], exp_avg_sq_[i]);
+      continue;
+    }
+    TSTL_CHECK(p.dtype() == DType::F32, "adamw on CUDA expects f32 parameters; '", params_[i].first, "' is ",
+               dtype_name(p.dtype()));
+    AdamWTensor e;
+    e.param = p.data<float>();
+    e.grad = g.data<float>();
+    e.exp_avg = exp_avg_[i].data<float>();
+    e.exp_avg_sq = exp_avg_sq_[i].data<float>();
+    e.n = p.numel();
+    e.weight_decay = s.weight_decay;
+    on_device.push_back(e);
   }
+  if (on_device.empty()) return;
+#ifdef TSTL_WITH_CUDA
+  kernels::adamw_multi_step_cuda(s, on_device);
+#else
+  kernels::cuda_not_compiled("adamw_step");
+#endif
 }
 
 void AdamW::zero_grad() {

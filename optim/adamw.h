@@ -3,7 +3,8 @@
 //   m = beta1 m + (1 - beta1) g                 v = beta2 v + (1 - beta2) g^2
 //   p = p (1 - lr wd)                           (wd = 0 for parameters excluded from decay)
 //   p = p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-// One fused kernel per parameter tensor reads p, g, m, v once and writes p, m, v in place.
+// One fused kernel per parameter tensor on the CPU, one multi-tensor launch for all CUDA
+// parameters (optim/adamw_multi_tensor.h), reads p, g, m, v once and writes p, m, v in place.
 // The moments have the parameter's dtype and device (fp32 master weights give fp32 state).
 // Parameters without a .grad() are skipped (their moments stay); the bias correction uses the
 // optimizer's step count, which advances once per step() call.
@@ -47,9 +48,8 @@ TSTL_HD void adamw_update(T& p, T g, T& m, T& v, const AdamWScalars& s) {
 }
 
 namespace kernels {
-// p, g, m, v: the same shape, dtype (f32 or f64 on the CPU, f32 on CUDA) and device; in place.
+// p, g, m, v: the same shape, dtype (f32 or f64) and device (CPU); in place.
 void adamw_step_cpu(const AdamWScalars& s, Tensor& p, const Tensor& g, Tensor& m, Tensor& v);
-void adamw_step_cuda(const AdamWScalars& s, Tensor& p, const Tensor& g, Tensor& m, Tensor& v);
 }  // namespace kernels
 
 // Decides whether a parameter (by name and tensor) receives weight decay.

@@ -29,56 +29,80 @@ GradStats grad_stats_cpu(const Tensor& g) {
   return s;
 }
 
-void scale_inplace_cpu(Tensor& g, double factor) { scale_cpu(g, factor, g); }
+void grad_stats_device_cpu(const std::vector<Tensor>& grads, Tensor& stats) {
+  GradStats total;
+  for (const Tensor& g : grads) total += grad_stats_cpu(g);
+  stats.data<double>()[0] = total.sum_squares;
+  stats.data<double>()[1] = static_cast<double>(total.nonfinite);
+}
+
+void clip_by_stats_cpu(const std::vector<Tensor>& grads, const Tensor& stats, double max_norm) {
+  const double norm = std::sqrt(stats.data<double>()[0]);
+  if (!(max_norm > 0) || stats.data<double>()[1] != 0 || !std::isfinite(norm) || !(norm > max_norm)) return;
+  for (Tensor g : grads) scale_cpu(g, max_norm / norm, g);  // g shares the gradient's storage
+}
+
+GradStats read_grad_stats_cpu(const Tensor& stats) {
+  GradStats s;
+  s.sum_squares = stats.data<double>()[0];
+  s.nonfinite = static_cast<int64_t>(stats.data<double>()[1]);
+  return s;
+}
 
 }  // namespace kernels
 
-namespace {
-GradStats stats_of(const Tensor& g) {
-  if (g.device() == Device::CPU) return kernels::grad_stats_cpu(g);
+std::vector<Tensor> gradients_of(const NamedTensors& params) {
+  std::vector<Tensor> grads;
+  for (const auto& [name, p] : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  return grads;
+}
+
+Tensor grad_stats_on_device(const std::vector<Tensor>& grads, Device device) {
+  if (!grads.empty()) device = grads.front().device();
+  for (const Tensor& g : grads)
+    TSTL_CHECK(g.device() == device, "grad_stats: gradients on ", device_name(device), " and ", device_name(g.device()));
+  Tensor stats = Tensor::zeros({2}, DType::F64, device);  // [sum of squares, non-finite count]
+  TSTL_ON_DEVICE(stats, grad_stats_device, grads, stats);
+  return stats;
+}
+
+void clip_by_stats(const std::vector<Tensor>& grads, const Tensor& stats, double max_norm) {
+  TSTL_ON_DEVICE(stats, clip_by_stats, grads, stats, max_norm);
+}
+
+GradStats read_grad_stats(const Tensor& stats) {
+  if (stats.device() == Device::CPU) return kernels::read_grad_stats_cpu(stats);
 #ifdef TSTL_WITH_CUDA
-  return kernels::grad_stats_cuda(g);
+  return kernels::read_grad_stats_cuda(stats);
 #else
-  kernels::cuda_not_compiled("grad_stats");
+  kernels::cuda_not_compiled("read_grad_stats");
 #endif
+}
+
+namespace {
+// The statistics of params' gradients as a device tensor (CPU when there are none).
+Tensor stats_of(const NamedTensors& params) {
+  const std::vector<Tensor> grads = gradients_of(params);
+  return grad_stats_on_device(grads, grads.empty() ? Device::CPU : grads.front().device());
 }
 }  // namespace
 
-GradStats tensor_grad_stats(const Tensor& g) { return stats_of(g); }
-
-void scale_in_place(Tensor& g, double factor) { TSTL_ON_DEVICE(g, scale_inplace, g, factor); }
-
-GradStats grad_stats(const NamedTensors& params) {
-  GradStats total;
-  for (const auto& [name, p] : params) {
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    const GradStats s = stats_of(g);
-    total.sum_squares += s.sum_squares;
-    total.nonfinite += s.nonfinite;
-  }
-  return total;
-}
-
-void scale_gradients(const NamedTensors& params, double factor) {
-  for (const auto& [name, p] : params) {
-    Tensor g = p.grad();
-    if (g.defined()) TSTL_ON_DEVICE(g, scale_inplace, g, factor);
-  }
-}
+GradStats grad_stats(const NamedTensors& params) { return read_grad_stats(stats_of(params)); }
 
 double grad_norm(const NamedTensors& params) { return std::sqrt(grad_stats(params).sum_squares); }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {
-  const double norm = grad_norm(params);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) scale_gradients(params, max_norm / norm);
-  return norm;
+  const std::vector<Tensor> grads = gradients_of(params);
+  const Tensor stats = grad_stats_on_device(grads, grads.empty() ? Device::CPU : grads.front().device());
+  clip_by_stats(grads, stats, max_norm);
+  return std::sqrt(read_grad_stats(stats).sum_squares);
 }
 
 std::string first_nonfinite_gradient(const NamedTensors& params) {
   for (const auto& [name, p] : params) {
     const Tensor g = p.grad();
-    if (g.defined() && stats_of(g).nonfinite > 0) return name;
+    if (g.defined() && read_grad_stats(grad_stats_on_device({g}, g.device())).nonfinite > 0) return name;
   }
   return "";
 }

@@ -62,14 +62,15 @@ Zero1AdamW::Zero1AdamW(NamedTensors params, std::vector<std::vector<size_t>> gro
                                    [piece_decays](const std::string& name, const Tensor&) { return piece_decays.at(name); });
 }
 
-GradStats Zero1AdamW::shard_grad_stats(const std::vector<Tensor>& shard_grads) const {
-  GradStats total;
-  for (const Tensor& g : shard_grads) {
-    const GradStats s = tensor_grad_stats(g);
-    total.sum_squares += s.sum_squares;
-    total.nonfinite += s.nonfinite;
-  }
-  return total;
+GradStats Zero1AdamW::clip_shard_grads(const std::vector<Tensor>& shard_grads, double max_norm) {
+  NoGradGuard no_grad;
+  Device device = Device::CPU;
+  for (const Tensor& g : shard_grads) device = g.device();
+  Tensor stats = grad_stats_on_device(shard_grads, device);  // (2) this rank's, then every rank's
+  comm_.all_reduce_async(stats, ReduceOp::Sum);
+  comm_.join(device);
+  clip_by_stats(shard_grads, stats, max_norm);
+  return read_grad_stats(stats);
 }
 
 void Zero1AdamW::step(double lr, const std::vector<Tensor>& shard_grads) {
@@ -82,21 +83,30 @@ void Zero1AdamW::step(double lr, const std::vector<Tensor>& shard_grads) {
   }
   inner_->step(lr);
   for (auto& [name, view] : piece_views_) view.zero_grad();
-  // Every group's parameters, reassembled from the ranks' updated slices.
+  // Every group's parameters, reassembled from the ranks' updated slices: all gathers are started
+  // (on CUDA they queue on the communication stream, each after its slice is packed), joined
+  // (the compute stream waits for them; the host does not), then unpacked.
+  std::vector<Tensor> mine(groups_.size()), full(groups_.size());  // per group: (shard size), (group size)
+  Device device = Device::CPU;
   for (size_t g = 0; g < groups_.size(); ++g) {
     if (layout_.group_elements(g) == 0) continue;
     const Tensor& first = params_[groups_[g].front()].second;
-    Tensor mine = Tensor::empty({layout_.group_shard(g).size()}, first.dtype(), first.device());
-    Tensor full = Tensor::empty({layout_.group_elements(g)}, first.dtype(), first.device());
+    device = first.device();
+    mine[g] = Tensor::empty({layout_.group_shard(g).size()}, first.dtype(), first.device());
+    full[g] = Tensor::empty({layout_.group_elements(g)}, first.dtype(), first.device());
     for (const ShardPiece& piece : layout_.pieces())
       if (piece.group == g)
-        mine.flat_slice(piece.shard_offset, piece.length)
+        mine[g].flat_slice(piece.shard_offset, piece.length)
             .copy_(params_[piece.param].second.flat_slice(piece.begin, piece.length));
-    comm_.all_gather(mine, full);
+    comm_.all_gather_async(mine[g], full[g]);
+  }
+  comm_.join(device);
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    if (layout_.group_elements(g) == 0) continue;
     int64_t offset = 0;
     for (size_t i : groups_[g]) {
       Tensor& p = params_[i].second;
-      p.flat_slice(0, p.numel()).copy_(full.flat_slice(offset, p.numel()));
+      p.flat_slice(0, p.numel()).copy_(full[g].flat_slice(offset, p.numel()));
       offset += p.numel();
     }
   }

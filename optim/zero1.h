@@ -61,8 +61,11 @@ class Zero1AdamW {
 
   const Zero1Layout& layout() const { return layout_; }
   // shard_grads[g]: this rank's slice of group g's reduced gradient (size group_shard(g).size()).
-  // The statistics of this rank's slices (sum over ranks for the global norm).
-  GradStats shard_grad_stats(const std::vector<Tensor>& shard_grads) const;
+  // Global-norm clipping of the slices (a collective): the statistics of every rank's slices
+  // summed on the device (one all-reduce of a (2,) f64 tensor), the slices scaled there when the
+  // global norm exceeds max_norm > 0 (optim/clip.h's clip_by_stats), and the summed statistics
+  // read once: on CUDA the step's one synchronisation. The same on every rank.
+  GradStats clip_shard_grads(const std::vector<Tensor>& shard_grads, double max_norm);
   // AdamW on this rank's pieces at learning rate lr, then the all-gather of the parameters.
   void step(double lr, const std::vector<Tensor>& shard_grads);
   int64_t step_count() const { return inner_->step_count(); }

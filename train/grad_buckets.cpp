@@ -74,6 +74,11 @@ void GradBuckets::finish() {
   active_ = false;
   for (size_t b = 0; b < launched_.size(); ++b)
     if (!launched_[b]) launch(b);
+  if (flat_.empty()) return;
+  // CUDA: the compute stream waits here for the collectives (an event; the host goes on).
+  comm_.join(flat_.front().device());
+  if (zero1_) return;
+  for (size_t b = 0; b < flat_.size(); ++b) unpack(b);
 }
 
 void GradBuckets::launch(size_t b) {
@@ -92,13 +97,17 @@ void GradBuckets::launch(size_t b) {
     offset += p.numel();
   }
   if (zero1_) {
-    comm_.reduce_scatter(flat, shard_grads_[b], ReduceOp::Sum);
-    return;
+    comm_.reduce_scatter_async(flat, shard_grads_[b], ReduceOp::Sum);
+  } else {
+    comm_.all_reduce_async(flat, ReduceOp::Sum);
   }
-  comm_.all_reduce(flat, ReduceOp::Sum);
-  // Into fresh tensors: a leaf's .grad() may share storage with a gradient that backward is
-  // still propagating (an op can hand the same tensor to several inputs).
-  offset = 0;
+}
+
+void GradBuckets::unpack(size_t b) {
+  // Into fresh tensors: a leaf's .grad() may share storage with a gradient that another leaf
+  // still holds (an op can hand the same tensor to several inputs).
+  const Tensor& flat = flat_[b];
+  int64_t offset = 0;
   for (size_t i : plan_.buckets()[b]) {
     Tensor& p = params_[i].second;
     if (p.grad().defined()) {

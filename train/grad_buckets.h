@@ -12,9 +12,16 @@
 //     back into every .grad()) or reduce_scatter (ZeRO-1: this rank keeps its slice of the bucket,
 //     optim/zero1.h). Buckets launch in the order they become complete, which is the same on every
 //     rank because every rank runs the same graph; a collective needs that.
-//   - finish() removes the hook and launches the buckets not launched yet (parameters the graph
-//     did not reach contribute zeros) in plan order. On the CPU a launch blocks until the sum is
-//     done (MPI), so backward continues after it; the order is the GPU's.
+//   - finish() removes the hook, launches the buckets not launched yet (parameters the graph
+//     did not reach contribute zeros) in plan order, joins the collectives and (plain data
+//     parallel) copies each summed bucket into fresh .grad() tensors.
+//   - Overlap (docs/distributed.md): a launch uses the Communicator's asynchronous calls. On CUDA
+//     the bucket's collective is ordered after the compute stream's work so far (an event; the
+//     packing copies are the last of it) and runs on NCCL's communication stream while the host
+//     goes on enqueueing the rest of backward; finish() makes the compute stream wait for the
+//     communication stream (an event, no host wait), so the optimizer step that follows reads the
+//     summed gradients. On the CPU a launch blocks until the sum is done (MPI), so backward
+//     continues after it; the order is the GPU's, and so are the results, bit for bit.
 //   - Gradients summed, not averaged: the trainer weights each rank's micro-batch losses by
 //     1 / (grad_accum x world), so the sum is the global batch's mean-loss gradient.
 #pragma once
@@ -57,7 +64,8 @@ class GradBuckets {
 
  private:
   void on_leaf_ready(const TensorImpl* leaf);
-  void launch(size_t b);
+  void launch(size_t b);  // packs bucket b into its flat buffer and starts its collective
+  void unpack(size_t b);  // plain data parallel: the summed bucket into fresh .grad() tensors
 
   NamedTensors params_;
   const GradBucketPlan& plan_;

@@ -528,11 +528,9 @@ double Trainer::clip_gradients(bool& finite) {
     return norm;
   }
   // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
-  const GradStats mine = zero_->shard_grad_stats(buckets_->shard_grads());
-  const double norm = std::sqrt(comm_->sum(mine.sum_squares));
-  finite = std::isfinite(norm) && comm_->sum(static_cast<double>(mine.nonfinite)) == 0;
-  if (optim_.clip > 0 && finite && norm > optim_.clip)
-    for (Tensor g : buckets_->shard_grads()) scale_in_place(g, optim_.clip / norm);  // g shares the shard's storage
+  const GradStats all = zero_->clip_shard_grads(buckets_->shard_grads(), optim_.clip);
+  const double norm = std::sqrt(all.sum_squares);
+  finite = std::isfinite(norm) && all.nonfinite == 0;
   return norm;
 }
 

@@ -129,6 +129,49 @@ TEST_P(Collectives, BroadcastFromEveryRoot) {
   test_comm().barrier();
 }
 
+// The asynchronous calls of the gradient buckets and ZeRO-1: several collectives in flight at
+// once (on CUDA queued on NCCL's stream, their temporaries kept until join), then one join; the
+// results must be those of the blocking calls.
+TEST_P(Collectives, AsynchronousCallsJoinedOnceMatchTheReference) {
+  const int W = test_comm().world(), r = test_comm().rank();
+  const Device device = GetParam().device;
+  uint64_t salt = 400;
+  for (int64_t n : sizes()) {
+    const ShardRange mine = shard_range(n, W, r);
+    Tensor summed = rank_tensor(r, n, salt, GetParam().dtype, device);
+    Tensor scatter_in = rank_tensor(r, n, salt + 1, GetParam().dtype, device);
+    Tensor scatter_out = Tensor::zeros({mine.size()}, GetParam().dtype, device);
+    Tensor whole_mine = rank_tensor(r, n, salt + 2, DType::F32, Device::CPU);
+    Tensor gather_in = (mine.size() ? whole_mine.flat_slice(mine.begin, mine.size()).clone() : Tensor::zeros({0}))
+                           .to(GetParam().dtype).to(device);
+    Tensor gathered = Tensor::zeros({n}, GetParam().dtype, device);
+    test_comm().all_reduce_async(summed, ReduceOp::Sum);
+    test_comm().reduce_scatter_async(scatter_in, scatter_out, ReduceOp::Sum);
+    test_comm().all_gather_async(gather_in, gathered);
+    test_comm().join(device);
+    const std::vector<float> got_sum = host(summed), got_scatter = host(scatter_out), got_gather = host(gathered);
+    for (int64_t i = 0; i < n; ++i) {
+      double sum = 0, scattered = 0;
+      for (int q = 0; q < W; ++q) {
+        sum += value(q, i, salt);
+        scattered += value(q, i, salt + 1);
+      }
+      ASSERT_EQ(got_sum[static_cast<size_t>(i)], static_cast<float>(sum)) << "all_reduce n " << n << " i " << i;
+      if (i >= mine.begin && i < mine.end) {
+        ASSERT_EQ(got_scatter[static_cast<size_t>(i - mine.begin)], static_cast<float>(scattered))
+            << "reduce_scatter n " << n << " i " << i;
+      }
+    }
+    for (int q = 0; q < W; ++q) {
+      const ShardRange theirs = shard_range(n, W, q);
+      for (int64_t i = theirs.begin; i < theirs.end; ++i)
+        ASSERT_EQ(got_gather[static_cast<size_t>(i)], static_cast<float>(value(q, i, salt + 2)))
+            << "all_gather n " << n << " i " << i;
+    }
+    salt += 3;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Collectives,
                          ::testing::Values(Case{DType::F32, Device::CPU}, Case{DType::BF16, Device::CPU},
                                            Case{DType::F32, Device::CUDA}, Case{DType::BF16, Device::CUDA}),
