@@ -15,6 +15,7 @@ namespace {
 struct PplArguments {
   std::string checkpoint, data, split, lengths, json;
   ScalingArguments scaling;
+  DeviceArguments device;
   int64_t stride = 0, batch_tokens = 0;
   bool non_overlapping = false, by_position = false;
   DocumentSelection selection;
@@ -35,6 +36,7 @@ bool parse_ppl_arguments(const Args& args, PplArguments& a) {
       ("doc-offset", po::value(&a.selection.doc_offset)->default_value(0), "skip O tokens at the start of each document");
   add_scaling_options(desc, a.scaling,
                       "METHOD:FACTOR: pi, ntk, dynamic-ntk, yarn, alibi-interp, ntk-alibi, dynamic-ntk-alibi");
+  add_device_options(desc, a.device);
   desc.add_options()
       ("by-position", po::bool_switch(&a.by_position), "also record the mean loss by position within the window")
       ("batch-tokens", po::value(&a.batch_tokens)->default_value(16384), "tokens per forward (windows batched)")
@@ -43,7 +45,7 @@ bool parse_ppl_arguments(const Args& args, PplArguments& a) {
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl eval ppl --checkpoint PATH --data FILE.h5 [--split val] --lengths 128,256,... "
                           "[--stride S | --non-overlapping] [--max-docs N] [--max-doc-tokens T] [--doc-offset O] "
-                          "[--scaling METHOD:FACTOR] [--logn] [--by-position] --json OUT"))
+                          "[--scaling METHOD:FACTOR] [--logn] [--device cpu|cuda] [--dtype f32|bf16] [--by-position] --json OUT"))
     return false;
   TSTL_CHECK(!(a.non_overlapping && a.stride > 0), "give --stride or --non-overlapping, not both");
   TSTL_CHECK(vm["stride"].defaulted() || a.stride >= 1, "--stride must be >= 1, got ", a.stride,
@@ -60,7 +62,7 @@ int command_eval_ppl(const Args& args) {
   const std::vector<int64_t> lengths = parse_int_list(a.lengths, "--lengths");
   for (int64_t l : lengths) TSTL_CHECK(a.stride <= l, "--stride ", a.stride, " is longer than the window ", l);
 
-  const InferenceModel model = load_for_inference(a.checkpoint, a.scaling);
+  const InferenceModel model = load_for_inference(a.checkpoint, a.scaling, a.device);
   const TokenFile file = TokenFile::open_file(a.data);
   check_tokenizer_matches(file, *model.tokenizer);
   const std::vector<std::vector<int32_t>> docs = select_documents(file.split(a.split), a.selection);

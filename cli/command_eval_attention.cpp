@@ -20,6 +20,7 @@ namespace tstl {
 int command_eval_attention(const Args& args) {
   std::string checkpoint, text_path, layers_text, json_path, h5_path;
   ScalingArguments scaling_args;
+  DeviceArguments device_args;
   int64_t max_tokens = 0;
   po::options_description desc("tstl eval attention options");
   desc.add_options()("help,h", "show this help")
@@ -28,16 +29,17 @@ int command_eval_attention(const Args& args) {
       ("layers", po::value(&layers_text)->required(), "layer indices, comma-separated (0-based)")
       ("max-tokens", po::value(&max_tokens)->default_value(256), "cut the input to N tokens (0: all)");
   add_scaling_options(desc, scaling_args);
+  add_device_options(desc, device_args);
   desc.add_options()("json", po::value(&json_path), "write JSON here")
       ("h5", po::value(&h5_path), "write HDF5 here");
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl eval attention --checkpoint PATH --text FILE --layers 0,3 [--max-tokens N] "
-                          "[--scaling METHOD:FACTOR] [--logn] --json OUT | --h5 OUT"))
+                          "[--scaling METHOD:FACTOR] [--logn] [--device cpu|cuda] [--dtype f32|bf16] --json OUT | --h5 OUT"))
     return 0;
   TSTL_CHECK(json_path.empty() != h5_path.empty(), "give exactly one of --json OUT and --h5 OUT");
   TSTL_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
-  InferenceModel model = load_for_inference(checkpoint, scaling_args);
+  InferenceModel model = load_for_inference(checkpoint, scaling_args, device_args);
   const ModelConfig& mc = model.config();
   const std::vector<int64_t> layers = parse_int_list(layers_text, "--layers", 0);
   for (int64_t l : layers)

@@ -13,6 +13,7 @@ namespace tstl {
 int command_eval_passkey(const Args& args) {
   std::string tokenizer_spec, checkpoint, lengths_text, json_path;
   ScalingArguments scaling_args;
+  DeviceArguments device_args;
   PasskeyOptions options;
   po::options_description desc("tstl eval passkey options");
   desc.add_options()("help,h", "show this help")
@@ -22,15 +23,16 @@ int command_eval_passkey(const Args& args) {
       ("seed", po::value(&options.seed)->default_value(0), "seed of the keys and depths")
       ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(8), "longest continuation");
   add_scaling_options(desc, scaling_args);
+  add_device_options(desc, device_args);
   desc.add_options()("json", po::value(&json_path)->required(), "write the results here");
   add_tokenizer_option(desc, tokenizer_spec);
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm,
                           "usage: tstl eval passkey --checkpoint PATH --lengths 128,256,... [--cases 100] [--seed S] "
-                          "[--scaling METHOD:FACTOR] [--logn] [--tokenizer SPEC] --json OUT"))
+                          "[--scaling METHOD:FACTOR] [--logn] [--device cpu|cuda] [--dtype f32|bf16] [--tokenizer SPEC] --json OUT"))
     return 0;
   options.lengths = parse_int_list(lengths_text, "--lengths");
-  const InferenceModel model = load_for_inference(checkpoint, scaling_args, tokenizer_spec);
+  const InferenceModel model = load_for_inference(checkpoint, scaling_args, device_args, tokenizer_spec);
   std::printf("eval passkey: %s, %lld cases per length, seed %llu\n", describe(model).c_str(),
               static_cast<long long>(options.cases), static_cast<unsigned long long>(options.seed));
   std::printf("%8s %8s %8s %9s  %s\n", "length", "cases", "correct", "accuracy", "first answer");

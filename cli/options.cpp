@@ -57,11 +57,18 @@ void add_tokenizer_option(po::options_description& desc, std::string& spec) {
                      "text form of a model trained on external:NAME ids");
 }
 
+void add_device_options(po::options_description& desc, DeviceArguments& device) {
+  desc.add_options()("device", po::value(&device.device)->default_value("cpu"),
+                     "cpu | cuda: where the model runs (cuda: weights and key/value cache on the GPU)")
+      ("dtype", po::value(&device.dtype), "f32 | bf16: weights and activations (default: f32 on cpu, bf16 on cuda)");
+}
+
 InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling,
-                                  const std::string& tokenizer_spec) {
+                                  const DeviceArguments& device, const std::string& tokenizer_spec) {
+  const InferencePlacement placement = parse_placement(device.device, device.dtype);
   InferenceScaling parsed = parse_scaling(scaling.spec);
   parsed.logn = scaling.logn;
-  return load_for_inference(checkpoint, parsed, tokenizer_spec);
+  return load_for_inference(checkpoint, parsed, tokenizer_spec, placement);
 }
 
 void fail_out_of_memory(int64_t length, const ModelConfig& model) {

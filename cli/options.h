@@ -1,6 +1,7 @@
 // What the subcommands of `tstl` share on the command line: option parsing with --help, lists of
 // integers, the `--config FILE [--section.key value ...]` form of train and info, and the
-// inference-scaling options (--scaling, --logn) of the commands that run a trained model.
+// inference-scaling (--scaling, --logn) and placement (--device, --dtype) options of the commands
+// that run a trained model.
 #pragma once
 
 #include <algorithm>
@@ -45,9 +46,17 @@ void add_scaling_options(boost::program_options::options_description& desc, Scal
                          const char* scaling_help = "METHOD:FACTOR (see tstl eval ppl --help)");
 // Adds --tokenizer SPEC: the text form of a checkpoint's ids (eval/inference_model.h tokenizer_for).
 void add_tokenizer_option(boost::program_options::options_description& desc, std::string& spec);
-// Loads `checkpoint` for inference with the scaling (and tokenizer, when given) of the command line.
+// --device cpu|cuda and --dtype f32|bf16 as given on the command line (eval/inference_model.h
+// parse_placement checks them).
+struct DeviceArguments {
+  std::string device = "cpu";
+  std::string dtype;  // empty: f32 on the CPU, bf16 on CUDA
+};
+void add_device_options(boost::program_options::options_description& desc, DeviceArguments& device);
+// Loads `checkpoint` for inference with the scaling, placement (and tokenizer, when given) of the
+// command line. The placement is checked first, so that a bad --device fails before any loading.
 InferenceModel load_for_inference(const std::string& checkpoint, const ScalingArguments& scaling,
-                                  const std::string& tokenizer_spec = "");
+                                  const DeviceArguments& device, const std::string& tokenizer_spec = "");
 
 // Runs `evaluate` (the evaluation of `length`); running out of memory (std::bad_alloc, or a size
 // no container can hold) becomes an error naming the length and the memory a forward of that

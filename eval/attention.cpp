@@ -32,6 +32,22 @@ void write_dataset(hid_t parent, const std::string& name, hid_t mem_type, const 
   H5_CHECK(H5Dwrite(set, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "dataset ", name);
 }
 
+// A layer's capture on the host in f32 or f64: the reference matrices are built there (a model on
+// CUDA, or in bf16, gives its q, k, slopes and log-n factors as it computed them).
+AttentionCapture on_host(const AttentionCapture& c) {
+  auto host = [](const Tensor& t) {
+    if (!t.defined()) return t;
+    const Tensor h = t.device() == Device::CPU ? t : t.to(Device::CPU);
+    return h.dtype() == DType::BF16 ? h.to(DType::F32) : h;
+  };
+  AttentionCapture out = c;
+  out.q = host(c.q);
+  out.k = host(c.k);
+  out.options.alibi_slopes = host(c.options.alibi_slopes);
+  out.options.logn = host(c.options.logn);
+  return out;
+}
+
 }  // namespace
 
 std::vector<LayerMaps> attention_maps(const InferenceModel& model, const std::vector<int32_t>& ids,
@@ -49,7 +65,7 @@ std::vector<LayerMaps> attention_maps(const InferenceModel& model, const std::ve
              " layers, expected ", mc.layers);
   std::vector<LayerMaps> maps;
   for (int64_t l : layers) {
-    const AttentionCapture& c = capture[static_cast<size_t>(l)];
+    const AttentionCapture c = on_host(capture[static_cast<size_t>(l)]);
     const Shape hnn{mc.heads, n, n};
     maps.push_back({l, attention_scores(c.q, c.k, c.options).to(DType::F32).reshape(hnn),
                     attention_probabilities(c.q, c.k, c.options).to(DType::F32).reshape(hnn)});

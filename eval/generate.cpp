@@ -44,7 +44,9 @@ std::vector<int32_t> generate(const Decoder& model, const std::vector<int32_t>& 
   if (forward.total_len == 0) forward.total_len = static_cast<int64_t>(prompt.size()) + options.max_tokens;
   const int64_t vocab = options.vocab_limit > 0 ? std::min(options.vocab_limit, model.config().vocab_size)
                                                 : model.config().vocab_size;
-  auto last_row = [&](const Tensor& logits) {  // logits (1, N, V) -> the last row (V)
+  // logits (1, N, V) -> the last row (V), cut on the model's device: on CUDA the one row is all
+  // that comes back to the host per step (the KV cache stays on the device).
+  auto last_row = [&](const Tensor& logits) {
     return narrow(logits, 1, logits.size(1) - 1, 1).to_vector<float>();
   };
   std::vector<float> row =

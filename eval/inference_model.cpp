@@ -123,11 +123,52 @@ std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::s
   return tokenizer;
 }
 
+InferencePlacement parse_placement(const std::string& device, const std::string& dtype) {
+  InferencePlacement p;
+  if (device == "cuda") {
+    p.device = Device::CUDA;
+    TSTL_CHECK(cuda_compiled(), "--device cuda: this tstl was built without the CUDA backend (configure with "
+               "-DTSTL_CUDA=ON where nvcc exists), use --device cpu");
+    TSTL_CHECK(cuda_available(), "--device cuda: no CUDA device is present on this machine, use --device cpu");
+  } else {
+    TSTL_CHECK(device == "cpu", "--device '", device, "': expected cpu or cuda");
+  }
+  if (dtype.empty())
+    p.dtype = p.device == Device::CUDA ? DType::BF16 : DType::F32;
+  else if (dtype == "bf16")
+    p.dtype = DType::BF16;
+  else
+    TSTL_CHECK(dtype == "f32", "--dtype '", dtype, "': expected f32 or bf16");
+  TSTL_CHECK(p.device == Device::CUDA || p.dtype == DType::F32,
+             "--dtype bf16 needs --device cuda: the CPU backend's ops compute in f32 (give --dtype f32 or leave it out)");
+  return p;
+}
+
+std::string placement_label(const InferencePlacement& placement) {
+  return std::string(device_name(placement.device)) + " " + dtype_name(placement.dtype);
+}
+
+std::unique_ptr<Decoder> place_model(const Decoder& model, const InferencePlacement& placement) {
+  auto placed = std::make_unique<Decoder>(model.config(), placement.dtype, placement.device);
+  const auto& from = model.named_parameters();
+  const auto& to = placed->named_parameters();
+  TSTL_CHECK(from.size() == to.size(), "place_model: ", from.size(), " parameters, the placed model has ", to.size());
+  for (size_t i = 0; i < from.size(); ++i) {
+    Tensor target = to[i].second;
+    target.copy_(from[i].second);  // converts the device and the dtype
+  }
+  return placed;
+}
+
 InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling,
-                                  const std::string& tokenizer_spec) {
+                                  const std::string& tokenizer_spec, const InferencePlacement& placement) {
   InferenceModel m;
   m.checkpoint = checkpoint;
   m.loaded = load_model(checkpoint);
+  m.placement = placement;
+  // The checkpoint is read on the host in f32; the host copy is dropped once placed.
+  if (placement.device != Device::CPU || placement.dtype != DType::F32)
+    m.loaded.model = place_model(*m.loaded.model, placement);
   m.scaling = scaling;
   m.forward = forward_options_for(m.config(), m.scaling);
   m.tokenizer = tokenizer_for(m.loaded, checkpoint, tokenizer_spec);
@@ -144,8 +185,10 @@ double inference_memory_bytes(const ModelConfig& m, int64_t tokens) {
 
 std::string describe(const InferenceModel& m) {
   const ModelConfig& mc = m.config();
+  const bool default_placement = m.placement.device == Device::CPU && m.placement.dtype == DType::F32;
   return m.checkpoint + " (" + variant_name(mc.variant) + ", train_len " + std::to_string(mc.train_len) + ", step " +
-         std::to_string(m.loaded.step) + "), " + scaling_label(m.scaling);
+         std::to_string(m.loaded.step) + "), " + scaling_label(m.scaling) +
+         (default_placement ? "" : ", " + placement_label(m.placement));
 }
 
 void write_model_fields(JsonWriter& json, const InferenceModel& m) {
@@ -158,6 +201,8 @@ void write_model_fields(JsonWriter& json, const InferenceModel& m) {
   json.field("scaling_method", scaling_method_name(m.scaling.method));
   json.field("scaling_factor", m.scaling.factor);
   json.field("logn", m.scaling.logn);
+  json.field("device", device_name(m.placement.device));
+  json.field("dtype", dtype_name(m.placement.dtype));
 }
 
 }  // namespace tstl

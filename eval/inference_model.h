@@ -44,20 +44,39 @@ ForwardOptions forward_options_for(const ModelConfig& model, const InferenceScal
 std::unique_ptr<Tokenizer> tokenizer_for(const LoadedModel& loaded, const std::string& checkpoint_path,
                                          const std::string& tokenizer_spec = "");
 
-// A checkpoint ready for inference: its model, its tokenizer and the forward options of the
-// inference-time scaling asked for.
+// Where a model runs for inference and the dtype of its weights and activations (--device,
+// --dtype). On CUDA the weights are copied to the device once, the key/value cache stays there,
+// and only what the host needs is read back (per-token losses of a batch of windows, the last
+// row of logits of a decoding step, the q and k of the layers `eval attention` shows).
+struct InferencePlacement {
+  Device device = Device::CPU;
+  DType dtype = DType::F32;
+};
+// --device cpu|cuda and --dtype f32|bf16 ("" = f32 on the CPU, bf16 on CUDA). An unknown value
+// is an error naming the flag and the accepted ones; --device cuda in a build without the CUDA
+// backend, or on a machine without a device, is an error that says which; bf16 is CUDA only
+// (the CPU ops take f32 and f64).
+InferencePlacement parse_placement(const std::string& device, const std::string& dtype);
+// "cpu f32", "cuda bf16": how results and the first line of the output name the placement.
+std::string placement_label(const InferencePlacement& placement);
+
+// A checkpoint ready for inference: its model (on the placement's device, in its dtype), its
+// tokenizer and the forward options of the inference-time scaling asked for.
 struct InferenceModel {
   std::string checkpoint;  // the path it was read from
   LoadedModel loaded;
+  InferencePlacement placement;
   InferenceScaling scaling;
   ForwardOptions forward;
   std::unique_ptr<Tokenizer> tokenizer;
   const ModelConfig& config() const { return loaded.model->config(); }
 };
-// Loads `checkpoint`, resolves `scaling` against its variant (errors as forward_options_for)
-// and builds its tokenizer (errors as tokenizer_for).
+// Loads `checkpoint`, resolves `scaling` against its variant (errors as forward_options_for),
+// builds its tokenizer (errors as tokenizer_for) and places the model (`placement`).
 InferenceModel load_for_inference(const std::string& checkpoint, const InferenceScaling& scaling,
-                                  const std::string& tokenizer_spec = "");
+                                  const std::string& tokenizer_spec = "", const InferencePlacement& placement = {});
+// A copy of `model` (any device and dtype) on `placement`'s device in its dtype.
+std::unique_ptr<Decoder> place_model(const Decoder& model, const InferencePlacement& placement);
 
 // A lower estimate of the memory of one inference forward of `tokens` tokens (f32): the weights,
 // plus per token the logits, the MLP's hidden layer, the attention's q, k, v and output, the
@@ -65,11 +84,12 @@ InferenceModel load_for_inference(const std::string& checkpoint, const Inference
 double inference_bytes_per_token(const ModelConfig& model);
 double inference_memory_bytes(const ModelConfig& model, int64_t tokens);
 
-// "PATH (variant, train_len N, step S), label": the first line of an evaluation's output.
+// "PATH (variant, train_len N, step S), label", then ", cuda bf16" when the placement is not
+// the CPU in f32: the first line of an evaluation's output.
 std::string describe(const InferenceModel& m);
 
 // The fields that say which model and method an evaluation result is of: checkpoint, step,
-// variant, train_len, method (the label), scaling_method, scaling_factor, logn.
+// variant, train_len, method (the label), scaling_method, scaling_factor, logn, device, dtype.
 void write_model_fields(JsonWriter& json, const InferenceModel& m);
 
 }  // namespace tstl

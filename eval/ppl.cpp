@@ -78,9 +78,14 @@ PplResult evaluate_ppl(const Decoder& model, const std::vector<std::vector<int32
           targets[at] = i >= w.score_from ? doc[static_cast<size_t>(w.start + i + 1)] : -1;
         }
       }
-      const Tensor logits = model.forward(Tensor::from_vector(ids, {rows, window_len}), options);  // (B, L, V)
+      // On CUDA the ids go up once, the losses are computed there, and only the (B, L) losses
+      // come back: one device-to-host copy per batch of windows.
+      Tensor logits = model.forward(Tensor::from_vector(ids, {rows, window_len}), options);  // (B, L, V)
+      // bf16 logits: CUDA's cross-entropy reads them as f32; the CPU one takes f32 (a host copy).
+      if (logits.dtype() == DType::BF16 && logits.device() == Device::CPU) logits = logits.to(DType::F32);
       const std::vector<double> nll =
-          cross_entropy_rows(logits, Tensor::from_vector(targets, {rows, window_len}), -1).to_vector<double>();  // (B, L)
+          cross_entropy_rows(logits, Tensor::from_vector(targets, {rows, window_len}, logits.device()), -1)
+              .to_vector<double>();  // (B, L)
       for (size_t at = 0; at < nll.size(); ++at) {
         if (targets[at] < 0) continue;
         const size_t pos = at % static_cast<size_t>(window_len);

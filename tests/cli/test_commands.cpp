@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "common/cli_test_util.h"
 #include "layers/decoder.h"
@@ -70,6 +72,8 @@ TEST_F(EvalCommands, PplPasskeyGenerateAttentionReport) {
   const JsonValue j = read_json(ppl);
   EXPECT_EQ(j.get_string("variant"), "rope");
   EXPECT_EQ(j.get_number("train_len"), 8);
+  EXPECT_EQ(j.get_string("device"), "cpu");  // the default placement
+  EXPECT_EQ(j.get_string("dtype"), "f32");
   ASSERT_EQ(j.get_array("results").array.size(), 3u);
   for (const JsonValue& res : j.get_array("results").array) {
     EXPECT_EQ(res.get_number("tokens"), (63 + 1 - 1) + (6 + 1 - 1));  // EOS included, first token unscored
@@ -127,6 +131,51 @@ TEST_F(EvalCommands, PplPasskeyGenerateAttentionReport) {
   EXPECT_NE(r.output.find("| run | rope | none | 8 | 259.00 | *259.00* | *259.00* |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("| run | rope | dynamic-ntk:2 | 8 | *0.00* |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("plots skipped"), std::string::npos);
+}
+
+// --device and --dtype on every command that runs a model: the CPU in f32 explicitly gives what
+// the defaults give; a value that is not one of the accepted ones, bf16 on the CPU, and cuda
+// where this build or machine has none fail naming the flag. (tests/gpu/test_gpu_eval.cpp runs
+// the same commands' code on a device.)
+TEST_F(EvalCommands, DeviceAndDtypeFlags) {
+  const std::string ck = " --checkpoint " + checkpoint_;
+  const std::string ppl = "eval ppl" + ck + " --data " + (dir_ / "tokens.h5").string() + " --split train --lengths 8";
+  auto r = run_tstl(ppl + " --device cpu --dtype f32 --json " + (dir_ / "cpu.json").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const JsonValue j = read_json(dir_ / "cpu.json");
+  EXPECT_EQ(j.get_string("device"), "cpu");
+  EXPECT_EQ(j.get_string("dtype"), "f32");
+  EXPECT_NEAR(j.get_array("results").array[0].get_number("nll"), std::log(259.0), 1e-6);
+  r = run_tstl("generate" + ck + " --prompt Hello --max-tokens 3 --temperature 0 --device cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("Hello", 0), 0u) << r.output;
+
+  const std::string out = " --json " + (dir_ / "x.json").string();
+  const std::vector<std::string> commands = {
+      ppl + out, "eval passkey" + ck + " --lengths 250 --cases 1" + out,
+      "eval attention" + ck + " --text " + (dir_ / "text" / "a.txt").string() + " --layers 0" + out,
+      "generate" + ck + " --prompt Hi --max-tokens 2"};
+  for (const std::string& command : commands) {  // every command takes the flags
+    r = run_tstl(command + " --device tpu");
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.output.find("--device 'tpu': expected cpu or cuda"), std::string::npos) << r.output;
+  }
+  for (const std::string& command : {commands[0], commands[3]}) {  // one code path behind them: two suffice
+    r = run_tstl(command + " --dtype f16");
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.output.find("--dtype 'f16': expected f32 or bf16"), std::string::npos) << r.output;
+    r = run_tstl(command + " --device cpu --dtype bf16");
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.output.find("--dtype bf16 needs --device cuda"), std::string::npos) << r.output;
+    if (!cuda_available()) {
+      r = run_tstl(command + " --device cuda");
+      EXPECT_EQ(r.exit_code, 1) << command;
+      EXPECT_NE(r.output.find(cuda_compiled() ? "--device cuda: no CUDA device is present"
+                                              : "--device cuda: this tstl was built without the CUDA backend"),
+                std::string::npos)
+          << r.output;
+    }
+  }
 }
 
 // Inputs a new user might try that must fail with a message saying what is wrong.
