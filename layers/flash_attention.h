@@ -253,6 +253,9 @@ void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
 void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                          int64_t query_offset, double scale, const Tensor& o, const Tensor& lse, const Tensor& d_o,
                          Tensor& dq, Tensor& dk, Tensor& dv);
+// dst = src converted between f32 and bf16 on the device (same shape, contiguous): the cudnn
+// backend's bf16 copies of f32 activations without a trip through the host.
+void flash_convert_cuda(const Tensor& src, Tensor& dst);
 // The forward of calls with N <= kFlashDecodeMaxQueries query rows (decoding), taken by
 // flash_forward_cuda: SIMT kernels (layers/flash_decode_cuda.cu) that split the keys over blocks
 // (the split/merge above) and merge the chunks in a second kernel. Same contract and outputs.

@@ -331,10 +331,21 @@ void run_backward_cuda(const FlashTensors& t, int64_t query_offset, double scale
 #endif
 }
 
-// The constant per-head / per-row tensors in the given dtype (a copy only when it differs).
+// t in `dtype` (t itself, detached, when it is already; undefined stays undefined): f32 <-> bf16
+// of CUDA tensors on the device, anything else through Tensor::to.
 Tensor as_dtype(const Tensor& t, DType dtype) {
   if (!t.defined()) return Tensor();
-  return t.dtype() == dtype ? t.detach() : t.to(dtype);
+  if (t.dtype() == dtype) return t.detach();
+#ifdef TSTL_WITH_CUDA
+  const bool f32_bf16 = (t.dtype() == DType::F32 && dtype == DType::BF16) ||
+                        (t.dtype() == DType::BF16 && dtype == DType::F32);
+  if (t.device() == Device::CUDA && f32_bf16) {
+    Tensor out = Tensor::empty(t.shape(), dtype, t.device());
+    kernels::flash_convert_cuda(t, out);
+    return out;
+  }
+#endif
+  return t.to(dtype);
 }
 
 // attention_backend = cudnn: cuDNN's fused SDPA on bf16 copies of q, k, v (the activations'
@@ -351,25 +362,24 @@ Tensor flash_attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, 
   TSTL_CHECK(query_offset == k.size(2) - q.size(2), key, " needs the queries at the end of the keys (offset M - N = ",
              k.size(2) - q.size(2), "), got query_offset ", query_offset);
   const DType io = q.dtype();
-  const auto as_bf16 = [](const Tensor& t) { return t.dtype() == DType::BF16 ? t.detach() : t.detach().to(DType::BF16); };
-  const Tensor qb = as_bf16(q), kb = as_bf16(k), vb = as_bf16(v);
+  const Tensor qb = as_dtype(q, DType::BF16), kb = as_dtype(k, DType::BF16), vb = as_dtype(v, DType::BF16);
   const bool alibi = opt.alibi_slopes.defined();
   const double scale = opt.scale;
   Tensor o = Tensor::empty(q.shape(), DType::BF16, q.device());                        // (B, H, N, d)
   Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, q.device());  // (B, H, N)
   kernels::cudnn_attention_forward(qb, kb, vb, scale, alibi, o, lse);
-  Tensor out = io == DType::BF16 ? o : o.to(io);
+  Tensor out = io == DType::BF16 ? o : as_dtype(o, io);
   if (needs_grad({&q, &k, &v})) {
     const Tensor o_saved = o.detach();  // the node must not own its own output (a cycle) when io is bf16
     record(out, "flash_attention (cuDNN)", {q, k, v},
            [qb, kb, vb, o_saved, lse, scale, alibi, io](const Tensor& grad_out) {
-      const Tensor d_o = grad_out.dtype() == DType::BF16 ? grad_out : grad_out.to(DType::BF16);
+      const Tensor d_o = as_dtype(grad_out, DType::BF16);
       Tensor dq = Tensor::empty(qb.shape(), DType::BF16, qb.device());  // (B, H, N, d)
       Tensor dk = Tensor::empty(kb.shape(), DType::BF16, kb.device());  // (B, H, M, d)
       Tensor dv = Tensor::empty(vb.shape(), DType::BF16, vb.device());  // (B, H, M, d)
       kernels::cudnn_attention_backward(qb, kb, vb, o_saved, lse, d_o, scale, alibi, dq, dk, dv);
       if (io == DType::BF16) return std::vector<Tensor>{dq, dk, dv};
-      return std::vector<Tensor>{dq.to(io), dk.to(io), dv.to(io)};
+      return std::vector<Tensor>{as_dtype(dq, io), as_dtype(dk, io), as_dtype(dv, io)};
     });
   }
   return out;

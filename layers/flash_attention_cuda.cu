@@ -14,9 +14,14 @@
 //                 in both. Every output element is owned by one thread: no atomics, a fixed
 //                 summation order, bitwise reproducible results.
 // Shared-memory tiles are fp32 (bf16 inputs are widened when staged); head dims up to 256 run
-// on kernels compiled for D = 64, 128 or 256 with the unused dims zero-padded.
-// bf16 calls with head dim 32, 64 or 128 go to the tensor-core kernels instead
-// (layers/flash_mma.h); these SIMT kernels take f32 and every other head dim.
+// on kernels compiled for D = 64, 128 or 256 with the unused dims zero-padded. R is chosen at
+// run time from the device's shared-memory opt-in limit (layers/flash_tiles.h: at D = 256, 8
+// rows per warp, or 2 where 8 do not fit, as on sm_86/sm_89).
+// Dispatch (flash_forward_cuda / flash_backward_cuda): forwards with N <= 4 query rows go to the
+// split-key decoding kernels (layers/flash_decode_cuda.cu); bf16 calls with head dim 32, 64 or
+// 128 (the forward also 256) go to the tensor-core kernels (layers/flash_mma.h); these SIMT
+// kernels take f32 and every other head dim. Also here: the device's shared-memory limit and
+// the f32 <-> bf16 conversion of the cudnn backend.
 // Gradient contract: o, lse, dq, dk, dv are written (=).
 #include <cmath>
 #include <map>
@@ -421,7 +426,32 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   }
 }
 
+template <class From, class To>
+__global__ void convert_kernel(const From* __restrict__ src, To* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    cuda::store(dst, i, cuda::load(src, i));
+}
+
 }  // namespace
+
+void flash_convert_cuda(const Tensor& src, Tensor& dst) {
+  cuda::check_on_cuda(src, "flash_attention (cuDNN)", "input");
+  cuda::check_on_cuda(dst, "flash_attention (cuDNN)", "output");
+  TSTL_CHECK(src.numel() == dst.numel(), "flash_convert_cuda: ", src.numel(), " elements into ", dst.numel());
+  const int64_t n = src.numel();
+  const auto run = [&](auto from, auto to) {
+    using From = decltype(from);
+    using To = decltype(to);
+    convert_kernel<From, To>
+        <<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(src.data<From>(), dst.data<To>(), n);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (src.dtype() == DType::F32 && dst.dtype() == DType::BF16) return run(float{}, bf16{});
+  if (src.dtype() == DType::BF16 && dst.dtype() == DType::F32) return run(bf16{}, float{});
+  TSTL_FAIL("flash_convert_cuda: converts f32 <-> bf16, got ", dtype_name(src.dtype()), " -> ",
+            dtype_name(dst.dtype()));
+}
 
 size_t device_smem_optin() {
   static std::mutex mutex;
@@ -462,7 +492,8 @@ void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   cuda::check_on_cuda(o, "flash_attention", "o");
   if (q.size(2) <= kFlashDecodeMaxQueries)
     return flash_forward_decode_cuda(q, k, v, slopes, logn, query_offset, scale, o, lse);
-  if (flash_mma_forward_supported(q, k, v)) return flash_forward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse);
+  if (flash_mma_forward_supported(q, k, v))
+    return flash_forward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse);
   visit_flash_dtype(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     FlashParams<T, float> p = make_params<T>(q, k, v, slopes, logn, query_offset, scale, lse);

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                               float* __restrict__ part_lse)  // (B, H, splits, N) chunk LSEs
 {
   constexpr int S = D / kWarp;
-  __shared__ float warp_lse[kWarps][kRows];  // each warp's LSE per row
+  __shared__ float warp_lse[kWarps][kRows];   // each warp's LSE per row
   __shared__ float warp_o[kWarps][kRows][D];  // each warp's normalised output per row
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t bh = blockIdx.x / splits, split = blockIdx.x % splits;
@@ -145,8 +145,8 @@ void launch_decode(FlashParams<T, float>& p) {
   const int64_t key_end = flash_key_end(p.query_offset, p.n_queries, p.n_keys);
   const int64_t keys_per_split = flash_tiles::decode_keys_per_split(bh, key_end, multiprocessors());
   const int64_t splits = flash_tiles::decode_splits(key_end, keys_per_split);
-  TSTL_CHECK(bh * splits <= 0x7fffffff && bh * p.n_queries <= 0x7fffffff, "flash_attention (CUDA, decoding): ",
-             bh * splits, " blocks exceed the grid");
+  TSTL_CHECK(bh * splits <= 0x7fffffff && bh * p.n_queries <= 0x7fffffff,
+             "flash_attention (CUDA, decoding): ", bh * splits, " blocks exceed the grid");
   Tensor part_o = Tensor::empty(Shape{p.batch, p.heads, splits, p.n_queries, p.head_dim}, DType::F32, Device::CUDA);
   Tensor part_lse = Tensor::empty(Shape{p.batch, p.heads, splits, p.n_queries}, DType::F32, Device::CUDA);
   TSTL_FLASH_BOOL_SWITCH(p.n_queries == 1, OneRow, [&] {
@@ -181,9 +181,14 @@ void flash_forward_decode_cuda(const Tensor& q, const Tensor& k, const Tensor& v
     TSTL_FAIL("flash_attention (CUDA, decoding): head dim ", p.head_dim, " is above the largest compiled one (256)");
   };
   switch (q.dtype()) {
-    case DType::F32: run(float{}); return;
-    case DType::BF16: run(bf16{}); return;
-    default: TSTL_FAIL("flash_attention (CUDA, decoding): expected f32 or bf16 tensors, got ", dtype_name(q.dtype()));
+    case DType::F32:
+      run(float{});
+      return;
+    case DType::BF16:
+      run(bf16{});
+      return;
+    default:
+      TSTL_FAIL("flash_attention (CUDA, decoding): expected f32 or bf16 tensors, got ", dtype_name(q.dtype()));
   }
 }
 

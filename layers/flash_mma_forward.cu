@@ -112,7 +112,8 @@ __global__ void __launch_bounds__(kThreads) flash_mma_forward_kernel(const Flash
   for (int r = 0; r < 2; ++r) {
     const float sum = quad_sum(row[r].sum);
     inv_sum[r] = sum > 0.f ? 1.f / sum : 0.f;
-    if (lane % 4 == 0 && qt.row[r] < p.n_queries) p.lse[p.lse_index(at.b, at.h, qt.row[r])] = mma::row_lse(row[r].max, sum);
+    if (lane % 4 == 0 && qt.row[r] < p.n_queries)
+      p.lse[p.lse_index(at.b, at.h, qt.row[r])] = mma::row_lse(row[r].max, sum);
   }
   store_rows<D>(p.o + p.q_index(at.b, at.h, n0), o, inv_sum, warp * kRowsPerWarp, rows);
 }
@@ -149,10 +150,14 @@ void flash_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const 
     case 64: by_flags(std::integral_constant<int, 64>{}, K64{}); break;
     case 128: by_flags(std::integral_constant<int, 128>{}, K64{}); break;
     case 256:
-      if (block_k == 64) by_flags(std::integral_constant<int, 256>{}, K64{});
-      else if (block_k == 32) by_flags(std::integral_constant<int, 256>{}, K32{});
-      else TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim 256 needs ", flash_tiles::mma_forward_smem(256, 32),
-                     " bytes of shared memory per block; this device allows ", device_smem_optin());
+      if (block_k == 64) {
+        by_flags(std::integral_constant<int, 256>{}, K64{});
+      } else if (block_k == 32) {
+        by_flags(std::integral_constant<int, 256>{}, K32{});
+      } else {
+        TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim 256 needs ", flash_tiles::mma_forward_smem(256, 32),
+                  " bytes of shared memory per block; this device allows ", device_smem_optin());
+      }
       break;
     default: TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim ", p.head_dim, " is not 32, 64, 128 or 256");
   }

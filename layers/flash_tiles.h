@@ -11,8 +11,8 @@
 
 namespace tstl::kernels::flash_tiles {
 
-constexpr int kWarps = 4;       // warps per block, every kernel
-constexpr int kLanes = 32;      // keys (SIMT inner tile) per staged K/V tile
+constexpr int kWarps = 4;   // warps per block, every kernel
+constexpr int kLanes = 32;  // keys (SIMT inner tile) per staged K/V tile
 constexpr size_t kBf16 = 2, kF32 = 4;
 
 // Opt-in shared memory per block (bytes) of the architectures the tests name.
@@ -31,9 +31,12 @@ constexpr size_t simt_smem(SimtKernel kernel, int d, int rows_per_warp) {
   const size_t outer = static_cast<size_t>(kWarps) * rows_per_warp;
   const size_t inner = static_cast<size_t>(kLanes) * (d + 1);  // one (32, D + 1) tile
   switch (kernel) {
-    case SimtKernel::kForward: return kF32 * (outer * d + 2 * inner + outer * kLanes);  // Q; K, V; P
-    case SimtKernel::kDq: return kF32 * (2 * outer * d + 2 * inner + outer * kLanes);   // Q, dO; K, V; G
-    case SimtKernel::kDkDv: return kF32 * (2 * outer * d + 2 * inner + 2 * outer * kLanes);  // K, V; Q, dO; P, G
+    case SimtKernel::kForward:
+      return kF32 * (outer * d + 2 * inner + outer * kLanes);  // Q; K, V; P
+    case SimtKernel::kDq:
+      return kF32 * (2 * outer * d + 2 * inner + outer * kLanes);  // Q, dO; K, V; G
+    case SimtKernel::kDkDv:
+      return kF32 * (2 * outer * d + 2 * inner + 2 * outer * kLanes);  // K, V; Q, dO; P, G
   }
   return 0;
 }
@@ -42,7 +45,9 @@ constexpr size_t simt_smem(SimtKernel kernel, int d, int rows_per_warp) {
 // D = 128 (both fit 99 KiB), and for D = 256 8 or, where that exceeds the limit (sm_86/sm_89:
 // the forward needs 100.3 KiB, dQ 132 KiB, dK/dV 136 KiB), 2.
 constexpr int kSimtRowsLarge = 8, kSimtRowsSmall = 2;
-constexpr int simt_default_rows(int d) { return d <= 64 ? 16 : 8; }
+constexpr int simt_default_rows(int d) {
+  return d <= 64 ? 16 : 8;
+}
 
 // The rows per warp to launch `kernel` with for bucket d under `smem_limit` bytes: the bucket's
 // default when it fits, else 2 (D = 256 only); 0 when nothing fits.
@@ -71,7 +76,9 @@ constexpr int mma_forward_block_k(int d, size_t smem_limit) {
 // Backward streamed tiles: 64 keys in dQ; 64 queries in dK/dV, 32 at D = 128, where the dK and dV
 // accumulators (2 x 64 registers per thread) leave no room for a 16 x 64 S^T and dP^T.
 constexpr int kMmaDqInner = 64;
-constexpr int mma_dkdv_inner(int d) { return d == 128 ? 32 : 64; }
+constexpr int mma_dkdv_inner(int d) {
+  return d == 128 ? 32 : 64;
+}
 // dQ: Q, dO (64, D), then K and V twice (64, D).
 constexpr size_t mma_dq_smem(int d) {
   return kBf16 * (2 * static_cast<size_t>(kMmaOuter) * d + 4 * static_cast<size_t>(kMmaDqInner) * d);
@@ -103,8 +110,8 @@ constexpr int64_t kDecodeBlocksPerSm = 4;
 // kDecodeBlocksPerSm times, none shorter than kDecodeMinKeysPerSplit (one split when the heads
 // alone fill it or the cache is short).
 constexpr int64_t decode_keys_per_split(int64_t rows, int64_t key_end, int64_t sms) {
-  const int64_t wanted = (kDecodeBlocksPerSm * sms + rows - 1) / rows;                       // splits to fill
-  const int64_t most = key_end / kDecodeMinKeysPerSplit;  // splits of >= kDecodeMinKeysPerSplit keys
+  const int64_t wanted = (kDecodeBlocksPerSm * sms + rows - 1) / rows;  // splits to fill
+  const int64_t most = key_end / kDecodeMinKeysPerSplit;                // splits of >= kDecodeMinKeysPerSplit keys
   const int64_t splits = wanted < most ? (wanted > 1 ? wanted : 1) : (most > 1 ? most : 1);
   return (key_end + splits - 1) / splits;
 }

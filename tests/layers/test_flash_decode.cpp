@@ -64,7 +64,8 @@ DecodeResult emulate_decode(const DecodeCase& c, const std::vector<float>& q, co
           for (int64_t j = range.begin + w; j < range.end; j += kWarps) {
             float dot = 0;
             for (int64_t d = 0; d < D; ++d)
-              dot = std::fma(q[static_cast<size_t>((bh * N + r) * D + d)], k[static_cast<size_t>((bh * M + j) * D + d)], dot);
+              dot = std::fma(q[static_cast<size_t>((bh * N + r) * D + d)], k[static_cast<size_t>((bh * M + j) * D + d)],
+                             dot);
             float prob = c.alibi ? flash_logit<true>(dot, row_scale, slope, c.query_offset + r, j)
                                  : flash_logit<false>(dot, row_scale, slope, c.query_offset + r, j);
             const float correction = flash_online_softmax_update(&prob, 1, row_max, row_sum);
@@ -99,7 +100,8 @@ DecodeResult emulate_decode(const DecodeCase& c, const std::vector<float>& q, co
         float value = 0;
         for (int64_t s = 0; s < splits; ++s) {
           const int64_t row = first + s * N;
-          value += flash_partial_weight(part_lse[static_cast<size_t>(row)], merged) * part_o[static_cast<size_t>(row * D + d)];
+          value += flash_partial_weight(part_lse[static_cast<size_t>(row)], merged) *
+                   part_o[static_cast<size_t>(row * D + d)];
         }
         out.o[static_cast<size_t>((bh * N + r) * D + d)] = value;
       }
@@ -120,7 +122,8 @@ std::vector<double> naive_lse(const DecodeCase& c, const std::vector<double>& q,
       std::vector<double> s;
       for (int64_t j = 0; j <= pos && j < M; ++j) {
         double dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += q[static_cast<size_t>((bh * N + n) * D + d)] * k[static_cast<size_t>((bh * M + j) * D + d)];
+        for (int64_t d = 0; d < D; ++d)
+          dot += q[static_cast<size_t>((bh * N + n) * D + d)] * k[static_cast<size_t>((bh * M + j) * D + d)];
         s.push_back((logn.empty() ? 1.0 : logn[static_cast<size_t>(n)]) * c.scale * dot -
                     (slopes.empty() ? 0.0 : slopes[static_cast<size_t>(bh % c.heads)] * static_cast<double>(pos - j)));
       }
@@ -158,11 +161,13 @@ void check_case(const DecodeCase& c, const std::vector<int64_t>& split_sizes) {
   double ref_max = 0;
   for (double x : ref.o) ref_max = std::max(ref_max, std::abs(x));
   for (int64_t keys_per_split : split_sizes) {
-    const DecodeResult got = emulate_decode(c, to_f32(q), to_f32(k), to_f32(v), to_f32(slopes), to_f32(logn), keys_per_split);
+    const DecodeResult got =
+        emulate_decode(c, to_f32(q), to_f32(k), to_f32(v), to_f32(slopes), to_f32(logn), keys_per_split);
     double o_err = 0, lse_err = 0;
     for (size_t i = 0; i < ref.o.size(); ++i) o_err = std::max(o_err, std::abs(got.o[i] - ref.o[i]));
     for (size_t i = 0; i < ref_lse.size(); ++i) lse_err = std::max(lse_err, std::abs(got.lse[i] - ref_lse[i]));
-    EXPECT_LE(o_err / ref_max, 2e-5) << "keys_per_split " << keys_per_split << " N " << c.n_queries << " M " << c.n_keys;
+    EXPECT_LE(o_err / ref_max, 2e-5) << "keys_per_split " << keys_per_split << " N " << c.n_queries << " M "
+                                     << c.n_keys;
     EXPECT_LE(lse_err, 2e-4) << "keys_per_split " << keys_per_split << " N " << c.n_queries << " M " << c.n_keys;
   }
 }
@@ -180,8 +185,8 @@ TEST(FlashDecode, SplitSizes) {
     for (int64_t rows : {1, 7, 64, 4096}) {
       const int64_t per = ft::decode_keys_per_split(rows, key_end, 108);
       const int64_t splits = ft::decode_splits(key_end, per);
-      EXPECT_GE(per * splits, key_end);          // every key in a chunk
-      EXPECT_LT(per * (splits - 1), key_end);    // no empty chunk at the end
+      EXPECT_GE(per * splits, key_end);        // every key in a chunk
+      EXPECT_LT(per * (splits - 1), key_end);  // no empty chunk at the end
       EXPECT_TRUE(splits == 1 || per >= ft::kDecodeMinKeysPerSplit) << key_end << " " << rows;
     }
   }
