@@ -13,7 +13,10 @@
 // Variants: rope, keynorm, coca and coca-strict reach the kernel as an ordinary (q, k) pair (only
 // the scale differs: 1 for keynorm); alibi adds the per-head slope; "rope+logn" the row factors.
 //
-//   build/bench_attention_gpu [repeats=10] [max_n=16384]
+//   build/bench_attention_gpu [repeats=10] [max_n=16384] [json_path]
+// With json_path, every row is also written there as a JSON array of objects (variant, d, n,
+// batch, heads, TFLOP/s of tstl fwd / bwd / fwd+bwd, of cuDNN (null where not measured), of
+// SIMT fwd+bwd, and the two ratios), for scripts/gpu-check.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -99,8 +102,8 @@ Timing time_flash(int64_t batch, int64_t heads, int64_t n, int64_t d, const Vari
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::atoi(argv[1]) : 10;
   const int64_t max_n = argc > 2 ? std::atoll(argv[2]) : 16384;
-  if (repeats < 1 || max_n < 512) {
-    std::fprintf(stderr, "usage: bench_attention_gpu [repeats >= 1] [max_n >= 512]\n");
+  if (repeats < 1 || max_n < 512 || argc > 4) {
+    std::fprintf(stderr, "usage: bench_attention_gpu [repeats >= 1] [max_n >= 512] [json_path]\n");
     return 2;
   }
   if (tstl::cuda::device_count() == 0) {
@@ -108,6 +111,16 @@ int main(int argc, char** argv) {
                 tstl::cuda::compiled() ? "none present" : "built without CUDA");
     return 0;
   }
+  std::FILE* json = nullptr;
+  if (argc > 3) {
+    json = std::fopen(argv[3], "w");
+    if (!json) {
+      std::fprintf(stderr, "bench_attention_gpu: cannot write %s\n", argv[3]);
+      return 2;
+    }
+    std::fprintf(json, "[");
+  }
+  bool first_row = true;
   std::printf("flash attention on %s, causal, %d repeats (median); TFLOP/s with causal FLOPs (FA2 count)\n",
               tstl::cuda::device_name().c_str(), repeats);
   const bool with_cudnn = tstl::kernels::cudnn_attention_available();
@@ -128,9 +141,13 @@ int main(int argc, char** argv) {
         const double tc_both = tflops(fwd_flops + bwd_flops, tc.fwd + tc.bwd);
         const double simt_both = tflops(fwd_flops + bwd_flops, simt.fwd + simt.bwd);
         char cudnn_cols[64] = "      -       -       - |", cudnn_ratio[16] = "     -";
+        char cudnn_json[160] = "\"cudnn_fwd\": null, \"cudnn_bwd\": null, \"cudnn_fwd_bwd\": null, \"vs_cudnn\": null";
         if (with_cudnn && variant.cudnn()) {
           const Timing cu = time_flash(batch, heads, n, d, variant, DType::BF16, Backend::Cudnn, repeats);
           const double cu_both = tflops(fwd_flops + bwd_flops, cu.fwd + cu.bwd);
+          std::snprintf(cudnn_json, sizeof cudnn_json,
+                        "\"cudnn_fwd\": %.2f, \"cudnn_bwd\": %.2f, \"cudnn_fwd_bwd\": %.2f, \"vs_cudnn\": %.3f",
+                        tflops(fwd_flops, cu.fwd), tflops(bwd_flops, cu.bwd), cu_both, tc_both / cu_both);
           std::snprintf(cudnn_cols, sizeof cudnn_cols, "%7.1f %7.1f %7.1f |", tflops(fwd_flops, cu.fwd),
                         tflops(bwd_flops, cu.bwd), cu_both);
           std::snprintf(cudnn_ratio, sizeof cudnn_ratio, "%6.2f", tc_both / cu_both);
@@ -140,6 +157,21 @@ int main(int argc, char** argv) {
                     static_cast<long long>(heads), tflops(fwd_flops, tc.fwd), tflops(bwd_flops, tc.bwd), tc_both,
                     cudnn_cols, simt_both, cudnn_ratio, tc_both / simt_both);
         std::fflush(stdout);
+        if (json) {
+          std::fprintf(json,
+                       "%s\n {\"variant\": \"%s\", \"d\": %lld, \"n\": %lld, \"batch\": %lld, \"heads\": %lld, "
+                       "\"tstl_fwd\": %.2f, \"tstl_bwd\": %.2f, \"tstl_fwd_bwd\": %.2f, %s, \"simt_fwd_bwd\": %.2f, "
+                       "\"vs_simt\": %.3f}",
+                       first_row ? "" : ",", variant.name, static_cast<long long>(d), static_cast<long long>(n),
+                       static_cast<long long>(batch), static_cast<long long>(heads), tflops(fwd_flops, tc.fwd),
+                       tflops(bwd_flops, tc.bwd), tc_both, cudnn_json, simt_both, tc_both / simt_both);
+          std::fflush(json);
+          first_row = false;
+        }
       }
+  if (json) {
+    std::fprintf(json, "\n]\n");
+    std::fclose(json);
+  }
   return 0;
 }

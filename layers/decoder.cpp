@@ -8,6 +8,7 @@
 #include "core/token_ids.h"
 #include "layers/coca.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_attention_cudnn.h"
 #include "layers/heads.h"
 #include "layers/keynorm.h"
 #include "layers/linear.h"
@@ -52,6 +53,13 @@ void ModelConfig::validate() const {
   TSTL_CHECK(init_std > 0, "model.init_std must be > 0, got ", init_std);
   TSTL_CHECK(rope_base > 1, "model.rope_base must be > 1, got ", rope_base);
   TSTL_CHECK(!logn || variant_uses_rope(variant), "model.logn applies to the rotary variants, not alibi");
+  if (attention_backend == AttentionBackend::Cudnn) {
+    TSTL_CHECK(!logn, "model.attention_backend = cudnn does not cover model.logn = true (cuDNN's SDPA has no per-row "
+               "logit factor); use attention_backend = tstl");
+    TSTL_CHECK(variant != Variant::Alibi || (heads & (heads - 1)) == 0, "model.attention_backend = cudnn covers "
+               "alibi only with cuDNN's slopes 2^(-8h/H) for a power-of-two model.heads, got heads = ", heads,
+               "; use attention_backend = tstl");
+  }
 }
 
 std::vector<std::pair<std::string, Shape>> parameter_shapes(const ModelConfig& c) {
@@ -83,6 +91,12 @@ std::vector<std::pair<std::string, Shape>> parameter_shapes(const ModelConfig& c
 Decoder::Decoder(const ModelConfig& config, DType dtype, Device device)
     : config_(config), dtype_(dtype), device_(device) {
   config_.validate();
+  TSTL_CHECK(config_.attention_backend != AttentionBackend::Cudnn || device == Device::CUDA,
+             "model.attention_backend = cudnn runs on CUDA only, but the model is on ", device_name(device),
+             "; set train.device = cuda (or --device cuda) or attention_backend = tstl");
+  TSTL_CHECK(config_.attention_backend != AttentionBackend::Cudnn || kernels::cudnn_attention_available(),
+             "model.attention_backend = cudnn: this tstl was built without the cuDNN frontend (scripts/install-deps "
+             "installs it next to cuDNN; then reconfigure); use attention_backend = tstl");
   for (const auto& [name, shape] : parameter_shapes(config_)) add_parameter(name, shape);
 }
 
@@ -183,6 +197,9 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
       attn.logn = logn_factors(past, n, c.train_len, /*inference=*/!c.logn, h.dtype(), h.device());
   } else {
     AlibiOptions alibi = options.alibi;
+    TSTL_CHECK(c.attention_backend != AttentionBackend::Cudnn || alibi.scaling == AlibiScaling::None,
+               "model.attention_backend = cudnn covers only cuDNN's own ALiBi slopes, not an ALiBi inference scaling; "
+               "use attention_backend = tstl");
     if (alibi.train_len == 0) alibi.train_len = c.train_len;
     attn.alibi_slopes = alibi_slopes_tensor(c.heads, total, alibi, h.dtype(), h.device());
   }
@@ -200,6 +217,7 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
     v = cv;
   }
   attn.query_offset = past;
+  attn.backend = c.attention_backend;
   if (options.capture) options.capture->push_back({q.detach(), k.detach(), attn});
   Tensor o = flash_attention(q, k, v, attn);  // (B, H, N, d)
   return linear(merge_heads(o), parameter(p + "dense.weight"), optional_parameter(*this, p + "dense.bias"));

@@ -38,6 +38,7 @@ struct ModelConfig {
   bool bias = true;
   double init_std = 0.02;
   bool logn = false;  // log-n query scaling trained in (docs/variants.md, "Log-n")
+  AttentionBackend attention_backend = AttentionBackend::Tstl;  // docs/attention.md, "Backends"
 
   int64_t head_dim() const { return hidden / heads; }
   void validate() const;  // throws naming the offending key

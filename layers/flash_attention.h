@@ -22,17 +22,27 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "core/hd.h"
 #include "core/tensor.h"
 
 namespace tstl {
 
+// Which kernel computes the attention ([model] attention_backend, docs/attention.md): tstl's own
+// flash kernels (every variant, CPU and CUDA), or cuDNN's fused SDPA (CUDA only, through
+// layers/flash_attention_cudnn.h) for what it covers: no log-n, offset M - N, and ALiBi only
+// with cuDNN's own slopes 2^(-8h/H) (the caller checks the slopes: the decoder does).
+enum class AttentionBackend { Tstl, Cudnn };
+AttentionBackend parse_attention_backend(const std::string& name);  // "tstl" | "cudnn", else throws
+const char* attention_backend_name(AttentionBackend backend);
+
 struct AttentionOptions {
   double scale = 1.0;
   Tensor alibi_slopes;        // (H) or undefined: m_h, subtracted as m_h * (p - j)
   Tensor logn;                // (N) per-query-row factor or undefined (treated as 1)
   int64_t query_offset = -1;  // absolute position of query row 0; -1 means M - N
+  AttentionBackend backend = AttentionBackend::Tstl;
 };
 
 // Tile sizes of the kernel (queries x keys per tile). Tests pass small ones to cover partial tiles.
@@ -81,6 +91,34 @@ struct FlashParams {
   int64_t block_q = 64, block_k = 64;
   double scale = 1.0;
   bool has_alibi = false, has_logn = false;
+
+  // Host: the inputs' pointers, the flags, sizes and strides of contiguous q (B, H, N, d), k, v
+  // (B, H, M, d) and lse (B, H, N); slopes (H) and logn (N) may be undefined. The output and
+  // gradient pointers, query offset, scale and tiles are the caller's.
+  void set_contiguous(const Tensor& q_t, const Tensor& k_t, const Tensor& v_t, const Tensor& slopes_t,
+                      const Tensor& logn_t, const Tensor& lse_t) {
+    q = q_t.data<T>();
+    k = k_t.data<T>();
+    v = v_t.data<T>();
+    lse = lse_t.data<S>();
+    has_alibi = slopes_t.defined();
+    has_logn = logn_t.defined();
+    if (has_alibi) alibi_slopes = slopes_t.data<S>();
+    if (has_logn) logn = logn_t.data<S>();
+    batch = q_t.size(0);
+    heads = q_t.size(1);
+    n_queries = q_t.size(2);
+    n_keys = k_t.size(2);
+    head_dim = q_t.size(3);
+    q_row_stride = head_dim;
+    q_head_stride = n_queries * head_dim;
+    q_batch_stride = heads * q_head_stride;
+    kv_row_stride = head_dim;
+    kv_head_stride = n_keys * head_dim;
+    kv_batch_stride = heads * kv_head_stride;
+    lse_head_stride = n_queries;
+    lse_batch_stride = heads * n_queries;
+  }
 
   TSTL_HD int64_t q_index(int64_t b, int64_t h, int64_t n) const {
     return b * q_batch_stride + h * q_head_stride + n * q_row_stride;
@@ -167,6 +205,44 @@ TSTL_HD Acc flash_dot_grad(Acc p, Acc dp, Acc delta, Acc row_scale) {
   return p * (dp - delta) * row_scale;
 }
 
+// ---- Split-key decoding (flash-decoding; layers/flash_decode_cuda.cu) ---------------------------
+// For a few query rows against a long key cache, the visible keys [0, key_end) are split into
+// chunks folded independently (each into its own max, sum and output by
+// flash_online_softmax_update), and the chunks' results merged afterwards. A chunk's result is
+// its log-sum-exp and its normalised output o / sum; the merge is
+//   LSE = log sum_s exp(lse_s),   O = sum_s exp(lse_s - LSE) o_s,
+// which equals the unsplit softmax exactly (up to rounding) for any split.
+
+struct FlashKeyRange {
+  int64_t begin, end;  // keys [begin, end), empty when begin >= end
+};
+// Chunk `split` of the keys [0, key_end) in chunks of keys_per_split.
+TSTL_HD FlashKeyRange flash_split_range(int64_t split, int64_t keys_per_split, int64_t key_end) {
+  const int64_t begin = split * keys_per_split, end = begin + keys_per_split;
+  return {begin, end < key_end ? end : key_end};
+}
+// The log-sum-exp of a chunk's state; -inf for a chunk without a visible key (weight 0 below).
+template <class Acc>
+TSTL_HD Acc flash_partial_lse(Acc row_max, Acc row_sum) {
+  return row_sum > Acc(0) ? row_max + log(row_sum) : Acc(-INFINITY);
+}
+// The merged LSE of `count` chunk LSEs lse[0], lse[stride], ...; +inf when every chunk is empty
+// (flash_row_lse's convention for a row without keys).
+template <class Acc>
+TSTL_HD Acc flash_merged_lse(const Acc* lse, int64_t count, int64_t stride) {
+  Acc max = -INFINITY;
+  for (int64_t s = 0; s < count; ++s) max = lse[s * stride] > max ? lse[s * stride] : max;
+  if (max == -INFINITY) return Acc(INFINITY);
+  Acc sum = 0;
+  for (int64_t s = 0; s < count; ++s) sum += exp(lse[s * stride] - max);
+  return max + log(sum);
+}
+// The weight of a chunk's normalised output in the merged one: exp(lse_s - LSE), 0 when empty.
+template <class Acc>
+TSTL_HD Acc flash_partial_weight(Acc partial_lse, Acc merged_lse) {
+  return partial_lse == -INFINITY ? Acc(0) : exp(partial_lse - merged_lse);
+}
+
 // ---- CUDA kernels (layers/flash_attention_cuda.cu) ----------------------------------------------
 // q (B, H, N, d), k, v (B, H, M, d) in f32 or bf16 with d <= 256; slopes (H) and logn (N) f32 or
 // undefined; o (B, H, N, d) in q's dtype and lse (B, H, N) f32, written. The tile sizes are the
@@ -177,6 +253,15 @@ void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
 void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                          int64_t query_offset, double scale, const Tensor& o, const Tensor& lse, const Tensor& d_o,
                          Tensor& dq, Tensor& dk, Tensor& dv);
+// dst = src converted between f32 and bf16 on the device (same shape, contiguous): the cudnn
+// backend's bf16 copies of f32 activations without a trip through the host.
+void flash_convert_cuda(const Tensor& src, Tensor& dst);
+// The forward of calls with N <= kFlashDecodeMaxQueries query rows (decoding), taken by
+// flash_forward_cuda: SIMT kernels (layers/flash_decode_cuda.cu) that split the keys over blocks
+// (the split/merge above) and merge the chunks in a second kernel. Same contract and outputs.
+constexpr int64_t kFlashDecodeMaxQueries = 4;
+void flash_forward_decode_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes,
+                               const Tensor& logn, int64_t query_offset, double scale, Tensor& o, Tensor& lse);
 }  // namespace kernels
 
 }  // namespace tstl

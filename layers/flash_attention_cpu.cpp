@@ -29,6 +29,7 @@
 #include "core/autograd.h"
 #include "core/kernels.h"
 #include "layers/flash_attention.h"
+#include "layers/flash_attention_cudnn.h"
 #include "layers/flash_attention_cpu_rows.h"
 
 namespace tstl {
@@ -287,28 +288,8 @@ struct FlashTensors {
 template <class T>
 FlashParams<T> make_params(const FlashTensors& t, int64_t query_offset, double scale, const FlashTiles& tiles) {
   FlashParams<T> p;
-  p.q = t.q.data<T>();
-  p.k = t.k.data<T>();
-  p.v = t.v.data<T>();
+  p.set_contiguous(t.q, t.k, t.v, t.slopes, t.logn, t.lse);
   p.o = t.o.data<T>();
-  p.lse = t.lse.data<T>();
-  p.has_alibi = t.slopes.defined();
-  p.has_logn = t.logn.defined();
-  if (p.has_alibi) p.alibi_slopes = t.slopes.data<T>();
-  if (p.has_logn) p.logn = t.logn.data<T>();
-  p.batch = t.q.size(0);
-  p.heads = t.q.size(1);
-  p.n_queries = t.q.size(2);
-  p.n_keys = t.k.size(2);
-  p.head_dim = t.q.size(3);
-  p.q_row_stride = p.head_dim;
-  p.q_head_stride = p.n_queries * p.head_dim;
-  p.q_batch_stride = p.heads * p.q_head_stride;
-  p.kv_row_stride = p.head_dim;
-  p.kv_head_stride = p.n_keys * p.head_dim;
-  p.kv_batch_stride = p.heads * p.kv_head_stride;
-  p.lse_head_stride = p.n_queries;
-  p.lse_batch_stride = p.heads * p.n_queries;
   p.query_offset = query_offset;
   p.block_q = tiles.block_q;
   p.block_k = tiles.block_k;
@@ -350,13 +331,71 @@ void run_backward_cuda(const FlashTensors& t, int64_t query_offset, double scale
 #endif
 }
 
-// The constant per-head / per-row tensors in the given dtype (a copy only when it differs).
+// t in `dtype` (t itself, detached, when it is already; undefined stays undefined): f32 <-> bf16
+// of CUDA tensors on the device, anything else through Tensor::to.
 Tensor as_dtype(const Tensor& t, DType dtype) {
   if (!t.defined()) return Tensor();
-  return t.dtype() == dtype ? t.detach() : t.to(dtype);
+  if (t.dtype() == dtype) return t.detach();
+#ifdef TSTL_WITH_CUDA
+  const bool f32_bf16 = (t.dtype() == DType::F32 && dtype == DType::BF16) ||
+                        (t.dtype() == DType::BF16 && dtype == DType::F32);
+  if (t.device() == Device::CUDA && f32_bf16) {
+    Tensor out = Tensor::empty(t.shape(), dtype, t.device());
+    kernels::flash_convert_cuda(t, out);
+    return out;
+  }
+#endif
+  return t.to(dtype);
+}
+
+// attention_backend = cudnn: cuDNN's fused SDPA on bf16 copies of q, k, v (the activations'
+// dtype when they are bf16 already), O and the gradients returned in the inputs' dtype.
+Tensor flash_attention_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                             int64_t query_offset) {
+  const char* key = "model.attention_backend = cudnn";
+  TSTL_CHECK(q.device() == Device::CUDA, key, " runs on CUDA only, but the attention inputs are on ",
+             device_name(q.device()), "; set train.device = cuda or attention_backend = tstl");
+  TSTL_CHECK(kernels::cudnn_attention_available(), key, ": this tstl was built without the cuDNN frontend "
+             "(scripts/install-deps installs it next to cuDNN; then reconfigure), use attention_backend = tstl");
+  TSTL_CHECK(!opt.logn.defined(), key, " does not cover log-n scaling (cuDNN's SDPA has no per-row logit "
+             "factor): use attention_backend = tstl with model.logn or --logn");
+  TSTL_CHECK(query_offset == k.size(2) - q.size(2), key, " needs the queries at the end of the keys (offset M - N = ",
+             k.size(2) - q.size(2), "), got query_offset ", query_offset);
+  const DType io = q.dtype();
+  const Tensor qb = as_dtype(q, DType::BF16), kb = as_dtype(k, DType::BF16), vb = as_dtype(v, DType::BF16);
+  const bool alibi = opt.alibi_slopes.defined();
+  const double scale = opt.scale;
+  Tensor o = Tensor::empty(q.shape(), DType::BF16, q.device());                        // (B, H, N, d)
+  Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, q.device());  // (B, H, N)
+  kernels::cudnn_attention_forward(qb, kb, vb, scale, alibi, o, lse);
+  Tensor out = io == DType::BF16 ? o : as_dtype(o, io);
+  if (needs_grad({&q, &k, &v})) {
+    const Tensor o_saved = o.detach();  // the node must not own its own output (a cycle) when io is bf16
+    record(out, "flash_attention (cuDNN)", {q, k, v},
+           [qb, kb, vb, o_saved, lse, scale, alibi, io](const Tensor& grad_out) {
+      const Tensor d_o = as_dtype(grad_out, DType::BF16);
+      Tensor dq = Tensor::empty(qb.shape(), DType::BF16, qb.device());  // (B, H, N, d)
+      Tensor dk = Tensor::empty(kb.shape(), DType::BF16, kb.device());  // (B, H, M, d)
+      Tensor dv = Tensor::empty(vb.shape(), DType::BF16, vb.device());  // (B, H, M, d)
+      kernels::cudnn_attention_backward(qb, kb, vb, o_saved, lse, d_o, scale, alibi, dq, dk, dv);
+      if (io == DType::BF16) return std::vector<Tensor>{dq, dk, dv};
+      return std::vector<Tensor>{as_dtype(dq, io), as_dtype(dk, io), as_dtype(dv, io)};
+    });
+  }
+  return out;
 }
 
 }  // namespace
+
+AttentionBackend parse_attention_backend(const std::string& name) {
+  if (name == "tstl") return AttentionBackend::Tstl;
+  if (name == "cudnn") return AttentionBackend::Cudnn;
+  TSTL_FAIL("model.attention_backend: expected tstl or cudnn, got '", name, "'");
+}
+
+const char* attention_backend_name(AttentionBackend backend) {
+  return backend == AttentionBackend::Cudnn ? "cudnn" : "tstl";
+}
 
 int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v, const AttentionOptions& opt,
                                const char* op) {
@@ -401,6 +440,7 @@ int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
                        const FlashTiles& tiles) {
   const int64_t query_offset = check_attention_inputs(q, k, &v, opt, "flash_attention");
+  if (opt.backend == AttentionBackend::Cudnn) return flash_attention_cudnn(q, k, v, opt, query_offset);
   TSTL_CHECK(tiles.block_q >= 1 && tiles.block_k >= 1, "flash_attention: tile sizes (", tiles.block_q, ", ",
              tiles.block_k, ") must be positive");
   const bool on_cuda = q.device() == Device::CUDA;

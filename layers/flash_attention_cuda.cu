@@ -14,16 +14,24 @@
 //                 in both. Every output element is owned by one thread: no atomics, a fixed
 //                 summation order, bitwise reproducible results.
 // Shared-memory tiles are fp32 (bf16 inputs are widened when staged); head dims up to 256 run
-// on kernels compiled for D = 64, 128 or 256 with the unused dims zero-padded.
-// bf16 calls with head dim 32, 64 or 128 go to the tensor-core kernels instead
-// (layers/flash_mma.h); these SIMT kernels take f32 and every other head dim.
+// on kernels compiled for D = 64, 128 or 256 with the unused dims zero-padded. R is chosen at
+// run time from the device's shared-memory opt-in limit (layers/flash_tiles.h: at D = 256, 8
+// rows per warp, or 2 where 8 do not fit, as on sm_86/sm_89).
+// Dispatch (flash_forward_cuda / flash_backward_cuda): forwards with N <= 4 query rows go to the
+// split-key decoding kernels (layers/flash_decode_cuda.cu); bf16 calls with head dim 32, 64 or
+// 128 (the forward also 256) go to the tensor-core kernels (layers/flash_mma.h); these SIMT
+// kernels take f32 and every other head dim. Also here: the device's shared-memory limit and
+// the f32 <-> bf16 conversion of the cudnn backend.
 // Gradient contract: o, lse, dq, dk, dv are written (=).
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #include "core/cuda_context.h"
 #include "layers/flash_attention.h"
 #include "layers/flash_params_cuda.h"
 #include "layers/flash_mma.h"
+#include "layers/flash_tiles.h"
 
 namespace tstl::kernels {
 
@@ -35,12 +43,13 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kInner = kWarp;  // the tile dimension spread over the lanes of a warp
 
-// Per head-dim configuration: R outer rows per warp (query rows in forward/dQ, key rows in
-// dK/dV); the outer tile is kWarps * R rows. Lane l owns dims l + 32 t, t < D / 32.
-template <int D>
+// Per head-dim bucket D and R outer rows per warp (query rows in forward/dQ, key rows in dK/dV;
+// chosen at run time from the device's shared memory, layers/flash_tiles.h): the outer tile is
+// kWarps * R rows. Lane l owns dims l + 32 t, t < D / 32.
+template <int D, int R>
 struct Config {
   static_assert(D % kWarp == 0, "head-dim bucket must be a multiple of the warp size");
-  static constexpr int kRows = D <= 64 ? 16 : 8;
+  static constexpr int kRows = R;
   static constexpr int kOuter = kWarps * kRows;
   static constexpr int kSlots = D / kWarp;
   static constexpr int kPadded = D + 1;  // row stride of the lane-indexed tiles: no bank conflicts
@@ -106,9 +115,9 @@ __device__ __forceinline__ TileIndex tile_index(int64_t tiles, int64_t heads, bo
 
 // ---- Forward ------------------------------------------------------------------------------------
 
-template <class T, int D, bool HasAlibi, bool HasLogn>
+template <class T, int D, int Rows, bool HasAlibi, bool HasLogn>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const FlashParams<T, float> p) {
-  using Cfg = Config<D>;
+  using Cfg = Config<D, Rows>;
   constexpr int R = Cfg::kRows, BQ = Cfg::kOuter, S = Cfg::kSlots, PD = Cfg::kPadded;
   extern __shared__ float4 smem4[];
   float* q_s = reinterpret_cast<float*>(smem4);  // (BQ, D) queries
@@ -203,10 +212,10 @@ __global__ void flash_delta_kernel(const T* __restrict__ o,    // (B, H, N, d)
 // The explicit minimum of one block per SM: without it ptxas (CUDA 13, sm_80) capped the
 // <bf16, 128, ALiBi, log-n> instantiation at 128 registers and spilled 4 bytes
 // (scripts/check-spills); with it every instantiation gets the registers it needs.
-template <class T, int D, bool HasAlibi, bool HasLogn>
+template <class T, int D, int Rows, bool HasAlibi, bool HasLogn>
 __global__ void __launch_bounds__(kThreads, 1)
     flash_dq_kernel(const FlashParams<T, float> p, const float* __restrict__ delta /* (B, H, N) */) {
-  using Cfg = Config<D>;
+  using Cfg = Config<D, Rows>;
   constexpr int R = Cfg::kRows, BQ = Cfg::kOuter, S = Cfg::kSlots, PD = Cfg::kPadded;
   extern __shared__ float4 smem4[];
   float* q_s = reinterpret_cast<float*>(smem4);  // (BQ, D) queries
@@ -274,10 +283,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---- Backward (3): dK, dV, one block per (b, h, key tile), looping over query tiles -------------
 // Roles swap: each warp owns R keys, each lane one query row of the 32-row query tile.
 
-template <class T, int D, bool HasAlibi, bool HasLogn>
+template <class T, int D, int Rows, bool HasAlibi, bool HasLogn>
 __global__ void __launch_bounds__(kThreads)
     flash_dkdv_kernel(const FlashParams<T, float> p, const float* __restrict__ delta /* (B, H, N) */) {
-  using Cfg = Config<D>;
+  using Cfg = Config<D, Rows>;
   constexpr int R = Cfg::kRows, BK = Cfg::kOuter, S = Cfg::kSlots, PD = Cfg::kPadded;
   extern __shared__ float4 smem4[];
   float* k_s = reinterpret_cast<float*>(smem4);  // (BK, D) keys of the block
@@ -350,19 +359,6 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- Launchers --------------------------------------------------------------------------------
 
-template <int D>
-constexpr size_t forward_smem() {
-  return sizeof(float) * (Config<D>::kOuter * D + 2 * kInner * Config<D>::kPadded + Config<D>::kOuter * kInner);
-}
-template <int D>
-constexpr size_t dq_smem() {
-  return sizeof(float) * (2 * Config<D>::kOuter * D + 2 * kInner * Config<D>::kPadded + Config<D>::kOuter * kInner);
-}
-template <int D>
-constexpr size_t dkdv_smem() {
-  return sizeof(float) * (2 * Config<D>::kOuter * D + 2 * kInner * Config<D>::kPadded + 2 * Config<D>::kOuter * kInner);
-}
-
 unsigned block_count(int64_t blocks, const char* what) {
   TSTL_CHECK(blocks >= 1 && blocks <= 0x7fffffff, "flash_attention (CUDA): ", what, " needs ", blocks,
              " blocks, outside the grid limit");
@@ -375,6 +371,21 @@ void launch(Kernel kernel, unsigned blocks, size_t smem, Args... args) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<blocks, kThreads, smem, cuda::stream()>>>(args...);
   CUDA_CHECK_LAUNCH();
+}
+
+// Calls fn(std::integral_constant<int, R>{}) with the rows per warp that layers/flash_tiles.h
+// chooses for `kernel` at bucket D on this device (8 or 2 at D = 256, the default elsewhere).
+template <int D, class Fn>
+void visit_rows(flash_tiles::SimtKernel kernel, Fn&& fn) {
+  const size_t limit = device_smem_optin();
+  const int rows = flash_tiles::simt_rows_per_warp(kernel, D, limit);
+  TSTL_CHECK(rows > 0, "flash_attention (CUDA): head-dim bucket ", D, " needs ",
+             flash_tiles::simt_smem(kernel, D, flash_tiles::kSimtRowsSmall), " bytes of shared memory per block; ",
+             "this device allows ", limit);
+  if constexpr (D == 256) {
+    if (rows == flash_tiles::kSimtRowsSmall) return fn(std::integral_constant<int, flash_tiles::kSimtRowsSmall>{});
+  }
+  return fn(std::integral_constant<int, flash_tiles::simt_default_rows(D)>{});
 }
 
 // Calls fn(std::integral_constant<int, D>{}) with the smallest compiled head-dim bucket >= d.
@@ -415,26 +426,91 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   }
 }
 
+template <class From, class To>
+__global__ void convert_kernel(const From* __restrict__ src, To* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    cuda::store(dst, i, cuda::load(src, i));
+}
+
 }  // namespace
+
+void flash_convert_cuda(const Tensor& src, Tensor& dst) {
+  cuda::check_on_cuda(src, "flash_attention (cuDNN)", "input");
+  cuda::check_on_cuda(dst, "flash_attention (cuDNN)", "output");
+  TSTL_CHECK(src.numel() == dst.numel(), "flash_convert_cuda: ", src.numel(), " elements into ", dst.numel());
+  const int64_t n = src.numel();
+  const auto run = [&](auto from, auto to) {
+    using From = decltype(from);
+    using To = decltype(to);
+    convert_kernel<From, To>
+        <<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(src.data<From>(), dst.data<To>(), n);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (src.dtype() == DType::F32 && dst.dtype() == DType::BF16) return run(float{}, bf16{});
+  if (src.dtype() == DType::BF16 && dst.dtype() == DType::F32) return run(bf16{}, float{});
+  TSTL_FAIL("flash_convert_cuda: converts f32 <-> bf16, got ", dtype_name(src.dtype()), " -> ",
+            dtype_name(dst.dtype()));
+}
+
+size_t device_smem_optin() {
+  static std::mutex mutex;
+  static std::map<int, size_t> by_device;  // device ordinal -> bytes
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = by_device.find(device);
+  if (it == by_device.end()) {
+    int bytes = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    it = by_device.emplace(device, static_cast<size_t>(bytes)).first;
+  }
+  return it->second;
+}
+
+namespace {
+// cp.async moves 16-byte chunks: every row must start on a 16-byte boundary.
+bool mma_aligned(const Tensor& q, const Tensor& k, const Tensor& v) {
+  for (const Tensor* t : {&q, &k, &v})
+    if (reinterpret_cast<uintptr_t>(t->data<bf16>()) % 16 != 0) return false;
+  return true;
+}
+}  // namespace
+
+bool flash_mma_forward_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return q.dtype() == DType::BF16 && flash_tiles::mma_forward_head_dim(q.size(3), device_smem_optin()) &&
+         mma_aligned(q, k, v);
+}
+bool flash_mma_backward_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
+  return q.dtype() == DType::BF16 && flash_tiles::mma_backward_head_dim(q.size(3), device_smem_optin()) &&
+         mma_aligned(q, k, v);
+}
 
 void flash_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                         int64_t query_offset, double scale, Tensor& o, Tensor& lse) {
   check_inputs(q, k, v, slopes, logn, lse);
   cuda::check_on_cuda(o, "flash_attention", "o");
-  if (flash_mma_supported(q, k, v)) return flash_forward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse);
+  if (q.size(2) <= kFlashDecodeMaxQueries)
+    return flash_forward_decode_cuda(q, k, v, slopes, logn, query_offset, scale, o, lse);
+  if (flash_mma_forward_supported(q, k, v))
+    return flash_forward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse);
   visit_flash_dtype(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     FlashParams<T, float> p = make_params<T>(q, k, v, slopes, logn, query_offset, scale, lse);
     p.o = o.data<T>();
     visit_head_dim(p.head_dim, [&](auto dim) {
       constexpr int D = decltype(dim)::value;
-      p.block_q = Config<D>::kOuter;
-      p.block_k = kInner;
-      const unsigned blocks =
-          block_count(p.batch * p.heads * ((p.n_queries + Config<D>::kOuter - 1) / Config<D>::kOuter), "forward");
-      TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
-        TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] {
-          launch(flash_forward_kernel<T, D, HasAlibi, HasLogn>, blocks, forward_smem<D>(), p);
+      visit_rows<D>(flash_tiles::SimtKernel::kForward, [&](auto rows_tag) {
+        constexpr int R = decltype(rows_tag)::value;
+        constexpr int64_t outer = Config<D, R>::kOuter;
+        p.block_q = outer;
+        p.block_k = kInner;
+        const unsigned blocks = block_count(p.batch * p.heads * ((p.n_queries + outer - 1) / outer), "forward");
+        TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
+          TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] {
+            launch(flash_forward_kernel<T, D, R, HasAlibi, HasLogn>, blocks,
+                   flash_tiles::simt_smem(flash_tiles::SimtKernel::kForward, D, R), p);
+          });
         });
       });
     });
@@ -447,7 +523,7 @@ void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, cons
   check_inputs(q, k, v, slopes, logn, lse);
   cuda::check_on_cuda(o, "flash_attention backward", "o");
   cuda::check_on_cuda(d_o, "flash_attention backward", "dO");
-  if (flash_mma_supported(q, k, v))
+  if (flash_mma_backward_supported(q, k, v))
     return flash_backward_mma(q, k, v, slopes, logn, query_offset, scale, o, lse, d_o, dq, dk, dv);
   const int64_t rows = q.numel() / q.size(3);
   Tensor delta = Tensor::empty({q.size(0), q.size(1), q.size(2)}, DType::F32, Device::CUDA);  // (B, H, N)
@@ -466,13 +542,26 @@ void flash_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, cons
     const float* pdelta = delta.data<float>();
     visit_head_dim(p.head_dim, [&](auto dim) {
       constexpr int D = decltype(dim)::value;
-      constexpr int64_t outer = Config<D>::kOuter;
-      const unsigned dq_blocks = block_count(p.batch * p.heads * ((p.n_queries + outer - 1) / outer), "dQ");
-      const unsigned dkdv_blocks = block_count(p.batch * p.heads * ((p.n_keys + outer - 1) / outer), "dK/dV");
-      TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
-        TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] {
-          launch(flash_dq_kernel<T, D, HasAlibi, HasLogn>, dq_blocks, dq_smem<D>(), p, pdelta);
-          launch(flash_dkdv_kernel<T, D, HasAlibi, HasLogn>, dkdv_blocks, dkdv_smem<D>(), p, pdelta);
+      visit_rows<D>(flash_tiles::SimtKernel::kDq, [&](auto rows_tag) {
+        constexpr int R = decltype(rows_tag)::value;
+        constexpr int64_t outer = Config<D, R>::kOuter;
+        const unsigned blocks = block_count(p.batch * p.heads * ((p.n_queries + outer - 1) / outer), "dQ");
+        TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
+          TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] {
+            launch(flash_dq_kernel<T, D, R, HasAlibi, HasLogn>, blocks,
+                   flash_tiles::simt_smem(flash_tiles::SimtKernel::kDq, D, R), p, pdelta);
+          });
+        });
+      });
+      visit_rows<D>(flash_tiles::SimtKernel::kDkDv, [&](auto rows_tag) {
+        constexpr int R = decltype(rows_tag)::value;
+        constexpr int64_t outer = Config<D, R>::kOuter;
+        const unsigned blocks = block_count(p.batch * p.heads * ((p.n_keys + outer - 1) / outer), "dK/dV");
+        TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
+          TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] {
+            launch(flash_dkdv_kernel<T, D, R, HasAlibi, HasLogn>, blocks,
+                   flash_tiles::simt_smem(flash_tiles::SimtKernel::kDkDv, D, R), p, pdelta);
+          });
         });
       });
     });

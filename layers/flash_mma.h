@@ -4,7 +4,7 @@
 // one warp's tile computed through these functions, tests/layers/test_flash_mma.cpp).
 //
 // The kernels compute what layers/flash_attention.h states (same logits, mask, ALiBi, log-n,
-// LSE and gradient contract) for bf16 q, k, v with head dim 32, 64 or 128, with
+// LSE and gradient contract) for bf16 q, k, v with head dim 32, 64 or 128 (forward also 256), with
 //   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32   (D = A B + C, A 16x16, B 16x8, f32 C)
 //   ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16       (four 8x8 b16 matrices per warp)
 //   cp.async.cg.shared.global 16 bytes                     (double-buffered tiles, zero-fill)
@@ -165,9 +165,15 @@ TSTL_HD float probability2(float logit2_value, float lse2) { return exp2_approx(
 }  // namespace tstl::mma
 
 namespace tstl::kernels {
-// Whether the tensor-core kernels take this call: bf16 on CUDA, head dim 32, 64 or 128, rows
-// 16-byte aligned (the other cases run the SIMT kernels of layers/flash_attention_cuda.cu).
-bool flash_mma_supported(const Tensor& q, const Tensor& k, const Tensor& v);
+// The device's opt-in shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin) of the
+// current device, queried once per device; the kernels' tiles are chosen from it
+// (layers/flash_tiles.h).
+size_t device_smem_optin();
+// Whether the tensor-core kernels take this call: bf16 on CUDA, rows 16-byte aligned, and head dim
+// 32, 64, 128 (forward and backward) or 256 (forward, where a key tile fits the shared memory);
+// the other cases run the SIMT kernels of layers/flash_attention_cuda.cu.
+bool flash_mma_forward_supported(const Tensor& q, const Tensor& k, const Tensor& v);
+bool flash_mma_backward_supported(const Tensor& q, const Tensor& k, const Tensor& v);
 // Same contract as flash_forward_cuda / flash_backward_cuda (layers/flash_attention.h).
 void flash_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& logn,
                        int64_t query_offset, double scale, Tensor& o, Tensor& lse);

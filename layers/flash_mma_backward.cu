@@ -17,41 +17,22 @@
 
 #include "layers/flash_mma_device.cuh"
 #include "layers/flash_params_cuda.h"
+#include "layers/flash_tiles.h"
 
 namespace tstl::kernels {
 
 using namespace mma_device;
 
-bool flash_mma_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t d = q.size(3);
-  if (q.dtype() != DType::BF16 || (d != 32 && d != 64 && d != 128)) return false;
-  // cp.async moves 16-byte chunks: every row must start on a 16-byte boundary.
-  for (const Tensor* t : {&q, &k, &v})
-    if (reinterpret_cast<uintptr_t>(t->data<bf16>()) % 16 != 0) return false;
-  return true;
-}
-
 namespace {
 
 constexpr int kOuter = kWarps * kRowsPerWarp;  // 64 rows owned by a block (queries in dQ, keys in dK/dV)
 
-// Streamed tile of the inner loop: 64 keys in dQ; 64 queries in dK/dV, 32 at D = 128, where the
-// dK and dV accumulators (2 x 64 registers per thread) leave no room for a 16 x 64 S^T and dP^T.
+// Streamed tile of the inner loop and shared memory: layers/flash_tiles.h.
 template <int D>
 constexpr int dkdv_inner() {
-  return D == 128 ? 32 : 64;
+  return flash_tiles::mma_dkdv_inner(D);
 }
-constexpr int kDqInner = 64;
-
-template <int D>
-constexpr size_t dq_smem() {
-  return sizeof(bf16) * (2 * kOuter * D + 4 * kDqInner * D);  // Q, dO, then K and V twice
-}
-template <int D>
-constexpr size_t dkdv_smem() {
-  return sizeof(bf16) * (2 * kOuter * D + 4 * dkdv_inner<D>() * D)  // K, V, then Q and dO twice
-         + sizeof(float) * 2 * 3 * dkdv_inner<D>();                  // two buffers of LSE2, D, scale
-}
+constexpr int kDqInner = flash_tiles::kMmaDqInner;
 
 __global__ void flash_mma_delta_kernel(const bf16* __restrict__ o,    // (B, H, N, d)
                                        const bf16* __restrict__ d_o,  // (B, H, N, d)
@@ -180,13 +161,10 @@ __global__ void __launch_bounds__(kThreads)
   bf16* k_s = do_s + kOuter * D;              // 2 x (BK, D)
   bf16* v_s = k_s + 2 * BK * D;               // 2 x (BK, D)
   const int lane = threadIdx.x % cuda::kWarp, warp = threadIdx.x / cuda::kWarp;
-  const int64_t q_tiles = (p.n_queries + kOuter - 1) / kOuter;
-  const TileAt at = tile_at(q_tiles, p.heads, true);
-  const int64_t n0 = at.tile * kOuter;
-  const int64_t rows = min(static_cast<int64_t>(kOuter), p.n_queries - n0);
-  const bf16* k = p.k + p.kv_index(at.b, at.h, 0);
-  const bf16* v = p.v + p.kv_index(at.b, at.h, 0);
-  const int64_t key_end = flash_key_end(p.query_offset, n0 + rows, p.n_keys);
+  const QueryTile qt = query_tile_prologue<HasAlibi, HasLogn>(p, kOuter);
+  const TileAt at = qt.at;
+  const int64_t n0 = qt.n0, rows = qt.rows, key_end = qt.key_end;
+  const bf16 *k = qt.k, *v = qt.v;
   const int64_t key_tiles = (key_end + BK - 1) / BK;
 
   const int64_t q_first = p.q_index(at.b, at.h, n0);
@@ -196,18 +174,16 @@ __global__ void __launch_bounds__(kThreads)
   load_tile_async<BK, D>(v_s, v, p.kv_row_stride, key_end);
   cp_async_commit();
 
-  float row_scale[2], lse2[2], row_delta[2];
-  int64_t query_pos[2];
+  const float* row_scale = qt.row_scale;
+  const int64_t* query_pos = qt.query_pos;
+  const float slope2 = qt.slope2;
+  float lse2[2], row_delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int64_t n = n0 + warp * kRowsPerWarp + mma::c_fragment(lane, 2 * r).row;
-    const bool valid = n < p.n_queries;
-    row_scale[r] = valid ? flash_row_scale<HasLogn, float>(p, n) : 0.f;
-    lse2[r] = valid ? mma::kLog2e * p.lse[p.lse_index(at.b, at.h, n)] : INFINITY;
-    row_delta[r] = valid ? delta[p.lse_index(at.b, at.h, n)] : 0.f;
-    query_pos[r] = p.query_offset + n;
+    const bool valid = qt.row[r] < p.n_queries;
+    lse2[r] = valid ? mma::kLog2e * p.lse[p.lse_index(at.b, at.h, qt.row[r])] : INFINITY;
+    row_delta[r] = valid ? delta[p.lse_index(at.b, at.h, qt.row[r])] : 0.f;
   }
-  const float slope2 = mma::kLog2e * flash_head_slope<HasAlibi, float>(p, at.h);
 
   float dq[D / 8][4] = {};
   for (int64_t t = 0; t < key_tiles; ++t) {
@@ -266,10 +242,10 @@ void launch(Kernel kernel, int64_t blocks, size_t smem, const FlashParams<bf16, 
 template <int D, bool HasAlibi, bool HasLogn>
 void launch_backward(const FlashParams<bf16, float>& p, const float* delta) {
   const int64_t bh = p.batch * p.heads;
-  launch(flash_mma_dkdv_kernel<D, HasAlibi, HasLogn>, bh * ((p.n_keys + kOuter - 1) / kOuter), dkdv_smem<D>(), p,
-         delta, "dK/dV");
-  launch(flash_mma_dq_kernel<D, HasAlibi, HasLogn>, bh * ((p.n_queries + kOuter - 1) / kOuter), dq_smem<D>(), p,
-         delta, "dQ");
+  launch(flash_mma_dkdv_kernel<D, HasAlibi, HasLogn>, bh * ((p.n_keys + kOuter - 1) / kOuter),
+         flash_tiles::mma_dkdv_smem(D), p, delta, "dK/dV");
+  launch(flash_mma_dq_kernel<D, HasAlibi, HasLogn>, bh * ((p.n_queries + kOuter - 1) / kOuter),
+         flash_tiles::mma_dq_smem(D), p, delta, "dQ");
 }
 
 }  // namespace

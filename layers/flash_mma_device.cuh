@@ -175,4 +175,40 @@ __device__ __forceinline__ TileAt tile_at(int64_t tiles, int64_t heads, bool hea
   return {bh / heads, bh % heads, heavy_first ? tiles - 1 - t : t};
 }
 
+// What a query-tile kernel (forward, dQ) starts from: the (b, h, 64-row tile) this block owns,
+// the keys that tile can see, and the constants of this thread's two rows (the C fragment rows
+// lane / 4 and lane / 4 + 8 of its warp's 16).
+struct QueryTile {
+  TileAt at;
+  int64_t n0, rows;     // first query row of the tile, rows in it (< block_rows at the end)
+  int64_t key_end;      // one past the last key any row of the tile sees
+  const bf16* k;        // (M, d) keys of (b, h)
+  const bf16* v;        // (M, d) values of (b, h)
+  int64_t row[2];       // this thread's query rows (may be >= N in the last tile)
+  int64_t query_pos[2]; // their positions query_offset + row
+  float row_scale[2];   // scale logn of each (0 past N: such rows are never stored)
+  float slope2;         // log2(e) m_h (0 without ALiBi)
+};
+
+template <bool HasAlibi, bool HasLogn>
+__device__ __forceinline__ QueryTile query_tile_prologue(const FlashParams<bf16, float>& p, int block_rows) {
+  QueryTile qt;
+  const int lane = threadIdx.x % cuda::kWarp, warp = threadIdx.x / cuda::kWarp;
+  const int64_t q_tiles = (p.n_queries + block_rows - 1) / block_rows;
+  qt.at = tile_at(q_tiles, p.heads, true);
+  qt.n0 = qt.at.tile * block_rows;
+  qt.rows = min(static_cast<int64_t>(block_rows), p.n_queries - qt.n0);
+  qt.key_end = flash_key_end(p.query_offset, qt.n0 + qt.rows, p.n_keys);
+  qt.k = p.k + p.kv_index(qt.at.b, qt.at.h, 0);
+  qt.v = p.v + p.kv_index(qt.at.b, qt.at.h, 0);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    qt.row[r] = qt.n0 + warp * kRowsPerWarp + mma::c_fragment(lane, 2 * r).row;
+    qt.query_pos[r] = p.query_offset + qt.row[r];
+    qt.row_scale[r] = qt.row[r] < p.n_queries ? flash_row_scale<HasLogn, float>(p, qt.row[r]) : 0.f;
+  }
+  qt.slope2 = mma::kLog2e * flash_head_slope<HasAlibi, float>(p, qt.at.h);
+  return qt;
+}
+
 }  // namespace tstl::kernels::mma_device

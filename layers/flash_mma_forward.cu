@@ -1,5 +1,5 @@
 // Tensor-core flash attention, forward (FlashAttention-2 arrangement), for bf16 q, k, v with head
-// dim D = 32, 64 or 128; the contract is layers/flash_attention.h's, the index math
+// dim D = 32, 64, 128 or 256; the contract is layers/flash_attention.h's, the index math
 // layers/flash_mma.h's, the PTX wrappers layers/flash_mma_device.cuh's.
 //
 // One block of 4 warps per (b, h, 64-query tile); each warp owns 16 query rows. The Q tile and
@@ -15,6 +15,7 @@
 
 #include "layers/flash_mma_device.cuh"
 #include "layers/flash_params_cuda.h"
+#include "layers/flash_tiles.h"
 
 namespace tstl::kernels {
 
@@ -23,28 +24,21 @@ namespace {
 using namespace mma_device;
 
 constexpr int kBlockQ = kWarps * kRowsPerWarp;  // 64 query rows per block
-constexpr int kBlockK = 64;                     // keys per K/V tile
 
-template <int D>
-constexpr size_t forward_smem() {
-  return sizeof(bf16) * (kBlockQ * D + 4 * kBlockK * D);  // Q, then K and V twice
-}
-
-template <int D, bool HasAlibi, bool HasLogn>
+// kBlockK keys per K/V tile: 64, or 32 where 64 does not fit the device's shared memory
+// (layers/flash_tiles.h: D = 256 on sm_86/sm_89).
+template <int D, int kBlockK, bool HasAlibi, bool HasLogn>
 __global__ void __launch_bounds__(kThreads) flash_mma_forward_kernel(const FlashParams<bf16, float> p) {
   constexpr int NT = kBlockK / 8;  // n8 tiles of S per warp
   extern __shared__ uint4 smem[];
   bf16* q_s = reinterpret_cast<bf16*>(smem);  // (64, D) swizzled
-  bf16* k_s = q_s + kBlockQ * D;              // 2 x (64, D)
-  bf16* v_s = k_s + 2 * kBlockK * D;          // 2 x (64, D)
+  bf16* k_s = q_s + kBlockQ * D;              // 2 x (kBlockK, D)
+  bf16* v_s = k_s + 2 * kBlockK * D;          // 2 x (kBlockK, D)
   const int lane = threadIdx.x % cuda::kWarp, warp = threadIdx.x / cuda::kWarp;
-  const int64_t q_tiles = (p.n_queries + kBlockQ - 1) / kBlockQ;
-  const TileAt at = tile_at(q_tiles, p.heads, true);
-  const int64_t n0 = at.tile * kBlockQ;
-  const int64_t rows = min(static_cast<int64_t>(kBlockQ), p.n_queries - n0);
-  const bf16* k = p.k + p.kv_index(at.b, at.h, 0);
-  const bf16* v = p.v + p.kv_index(at.b, at.h, 0);
-  const int64_t key_end = flash_key_end(p.query_offset, n0 + rows, p.n_keys);
+  const QueryTile qt = query_tile_prologue<HasAlibi, HasLogn>(p, kBlockQ);
+  const TileAt at = qt.at;
+  const int64_t n0 = qt.n0, rows = qt.rows, key_end = qt.key_end;
+  const bf16 *k = qt.k, *v = qt.v;
   const int64_t key_tiles = (key_end + kBlockK - 1) / kBlockK;
   const int64_t mask_free = mma::mask_free_key_end(p.query_offset, n0, p.n_keys);
 
@@ -52,17 +46,9 @@ __global__ void __launch_bounds__(kThreads) flash_mma_forward_kernel(const Flash
   load_tile_async<kBlockK, D>(k_s, k, p.kv_row_stride, key_end);
   load_tile_async<kBlockK, D>(v_s, v, p.kv_row_stride, key_end);
   cp_async_commit();
-
-  // This thread's two rows of the warp's 16: lane / 4 and lane / 4 + 8 (the C fragment rows).
-  float scale2[2];
-  int64_t query_pos[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t n = n0 + warp * kRowsPerWarp + mma::c_fragment(lane, 2 * r).row;
-    scale2[r] = mma::kLog2e * flash_row_scale<HasLogn, float>(p, n < p.n_queries ? n : p.n_queries - 1);
-    query_pos[r] = p.query_offset + n;
-  }
-  const float slope2 = mma::kLog2e * flash_head_slope<HasAlibi, float>(p, at.h);
+  const float scale2[2] = {mma::kLog2e * qt.row_scale[0], mma::kLog2e * qt.row_scale[1]};
+  const int64_t* query_pos = qt.query_pos;
+  const float slope2 = qt.slope2;
 
   float o[D / 8][4] = {};
   mma::RowState row[2];
@@ -126,20 +112,20 @@ __global__ void __launch_bounds__(kThreads) flash_mma_forward_kernel(const Flash
   for (int r = 0; r < 2; ++r) {
     const float sum = quad_sum(row[r].sum);
     inv_sum[r] = sum > 0.f ? 1.f / sum : 0.f;
-    const int64_t n = n0 + warp * kRowsPerWarp + mma::c_fragment(lane, 2 * r).row;
-    if (lane % 4 == 0 && n < p.n_queries) p.lse[p.lse_index(at.b, at.h, n)] = mma::row_lse(row[r].max, sum);
+    if (lane % 4 == 0 && qt.row[r] < p.n_queries)
+      p.lse[p.lse_index(at.b, at.h, qt.row[r])] = mma::row_lse(row[r].max, sum);
   }
   store_rows<D>(p.o + p.q_index(at.b, at.h, n0), o, inv_sum, warp * kRowsPerWarp, rows);
 }
 
-template <int D, bool HasAlibi, bool HasLogn>
+template <int D, int BlockK, bool HasAlibi, bool HasLogn>
 void launch_forward(const FlashParams<bf16, float>& p) {
   const int64_t blocks = p.batch * p.heads * ((p.n_queries + kBlockQ - 1) / kBlockQ);
   TSTL_CHECK(blocks <= 0x7fffffff, "flash_attention (CUDA, tensor cores): ", blocks, " blocks exceed the grid");
-  const auto kernel = flash_mma_forward_kernel<D, HasAlibi, HasLogn>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(forward_smem<D>())));
-  kernel<<<static_cast<unsigned>(blocks), kThreads, forward_smem<D>(), cuda::stream()>>>(p);
+  const auto kernel = flash_mma_forward_kernel<D, BlockK, HasAlibi, HasLogn>;
+  constexpr size_t smem = flash_tiles::mma_forward_smem(D, BlockK);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, cuda::stream()>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -150,17 +136,30 @@ void flash_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const 
                        int64_t query_offset, double scale, Tensor& o, Tensor& lse) {
   FlashParams<bf16, float> p = make_params<bf16>(q, k, v, slopes, logn, query_offset, scale, lse);
   p.o = o.data<bf16>();
-  const auto by_flags = [&](auto dim) {
-    constexpr int D = decltype(dim)::value;
+  const int block_k = flash_tiles::mma_forward_block_k(static_cast<int>(p.head_dim), device_smem_optin());
+  const auto by_flags = [&](auto dim, auto keys) {
+    constexpr int D = decltype(dim)::value, BlockK = decltype(keys)::value;
     TSTL_FLASH_BOOL_SWITCH(p.has_alibi, HasAlibi, [&] {
-      TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] { launch_forward<D, HasAlibi, HasLogn>(p); });
+      TSTL_FLASH_BOOL_SWITCH(p.has_logn, HasLogn, [&] { launch_forward<D, BlockK, HasAlibi, HasLogn>(p); });
     });
   };
+  using K64 = std::integral_constant<int, 64>;
+  using K32 = std::integral_constant<int, 32>;
   switch (p.head_dim) {
-    case 32: by_flags(std::integral_constant<int, 32>{}); break;
-    case 64: by_flags(std::integral_constant<int, 64>{}); break;
-    case 128: by_flags(std::integral_constant<int, 128>{}); break;
-    default: TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim ", p.head_dim, " is not 32, 64 or 128");
+    case 32: by_flags(std::integral_constant<int, 32>{}, K64{}); break;
+    case 64: by_flags(std::integral_constant<int, 64>{}, K64{}); break;
+    case 128: by_flags(std::integral_constant<int, 128>{}, K64{}); break;
+    case 256:
+      if (block_k == 64) {
+        by_flags(std::integral_constant<int, 256>{}, K64{});
+      } else if (block_k == 32) {
+        by_flags(std::integral_constant<int, 256>{}, K32{});
+      } else {
+        TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim 256 needs ", flash_tiles::mma_forward_smem(256, 32),
+                  " bytes of shared memory per block; this device allows ", device_smem_optin());
+      }
+      break;
+    default: TSTL_FAIL("flash_attention (CUDA, tensor cores): head dim ", p.head_dim, " is not 32, 64, 128 or 256");
   }
 }
 

@@ -41,6 +41,7 @@ std::vector<ConfigKey> make_schema() {
       {"model.bias", T::Bool, "true", "linear layers carry biases", {}},
       {"model.init_std", T::Float, "0.02", "standard deviation of the normal weight initialisation", {}},
       {"model.logn", T::Bool, "false", "scale attention logits by log(n)/log(train_len) beyond train_len", {}},
+      {"model.attention_backend", T::Enum, "tstl", "attention kernel: tstl's flash attention (every variant), or cuDNN's fused SDPA (CUDA; rope, keynorm, coca, coca-strict, alibi with power-of-two heads; no log-n)", {"tstl", "cudnn"}},
       // [data]
       {"data.path", T::String, "", "HDF5 token file made by `tstl prepare` (required to train)", {}},
       {"data.tokenizer", T::String, "byte", "tokenizer: `byte`, a SentencePiece model path, `hf:tokenizer.json`, or `external:NAME` (ids prepared by another toolkit)", {}},

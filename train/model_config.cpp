@@ -26,6 +26,7 @@ ModelConfig model_config_from(const Config& cfg, int64_t tokenizer_vocab) {
   m.bias = cfg.get<bool>("model.bias");
   m.init_std = cfg.get<double>("model.init_std");
   m.logn = cfg.get<bool>("model.logn");
+  m.attention_backend = parse_attention_backend(cfg.get<std::string>("model.attention_backend"));
   m.validate();
   return m;
 }

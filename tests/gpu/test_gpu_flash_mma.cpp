@@ -4,7 +4,8 @@
 // the CPU (f32) and on CUDA on those same values. bf16 with head dim 32, 64 or 128 takes the
 // tensor-core kernels (layers/flash_mma.h); f32 takes the SIMT kernels.
 // Shapes: one exact 64-row tile, several tiles with N not a multiple of 64, N < M (prefill on a
-// cache, the default offset M - N) and one-row decoding.
+// cache, the default offset M - N) and one-row decoding; then N >= 1024 for every head-dim bucket
+// (32, 64, 96, 128, 160, 256) and the split-key decoding kernel (N <= 4) on long caches.
 //
 // Tolerances, max |gpu - cpu| / max |cpu| per quantity (LSE: absolute, in nats):
 //   f32   O, dQ, dK, dV 1e-5; LSE 1e-5   (the same math; summation order and libm ulps differ)
@@ -180,6 +181,66 @@ TEST_P(GpuFlashVariants, EveryHeadDimShapeAndDtypeMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, GpuFlashVariants, testing::all_variants(), testing::variant_test_name);
 
+// Issue 11 item 6 / issue 12: several Q and K tiles for every head-dim bucket at N >= 1024 (not a
+// multiple of any tile: 64-row tensor-core tiles, 32-key SIMT tiles, 8/32-row SIMT tiles at
+// d = 256), every variant, bf16 and f32, at offset 0 and with queries after a cache (N < M).
+// d = 96 and 160 are zero-padded into the 128 and 256 buckets; bf16 at d = 256 runs the
+// tensor-core forward (64 or 32 keys per tile, by the device's shared memory) and the SIMT
+// backward; d = 96 and 160 in bf16 run the SIMT kernels.
+TEST_P(GpuFlashVariants, LongSequencesEveryHeadDimBucket) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  for (DType dtype : {DType::BF16, DType::F32}) {
+    const Tolerances tol = tolerances(dtype);
+    for (int64_t d : {32, 64, 96, 128, 160, 256})
+      for (const Shape4& s : {Shape4{1, 2, 1100, 1100}, Shape4{1, 2, 1030, 1500}}) {
+        const bool logn = GetParam() != Variant::Alibi && s.n_queries < s.n_keys;
+        SCOPED_TRACE(std::string(variant_name(GetParam())) + " " + dtype_name(dtype) + " d" + std::to_string(d) +
+                     " N" + std::to_string(s.n_queries) + " M" + std::to_string(s.n_keys) + (logn ? " logn" : ""));
+        const AttentionInputs in = variant_inputs(GetParam(), s, d, false, logn, dtype);
+        const Tensor seed = round_to(random_input(in.q.shape(), 27, 1.0, false).to(DType::F32), dtype);
+        const FlashRun cpu = run_flash(in, seed, DType::F32, Device::CPU);
+        const FlashRun gpu = run_flash(in, seed, dtype, Device::CUDA);
+        const auto err = [](const Tensor& g, const Tensor& c) {
+          return relative_error(g.to_vector<double>(), c.to_vector<double>());
+        };
+        EXPECT_LE(err(gpu.o, cpu.o), tol.o) << "O";
+        EXPECT_LE(err(gpu.dq, cpu.dq), tol.dq) << "dQ";
+        EXPECT_LE(err(gpu.dk, cpu.dk), tol.dk) << "dK";
+        EXPECT_LE(err(gpu.dv, cpu.dv), tol.dv) << "dV";
+        EXPECT_LE(lse_error(in, dtype), tol.lse) << "LSE";
+      }
+  }
+}
+
+// The split-key decoding kernel (layers/flash_decode_cuda.cu, N <= 4): one and three query rows
+// against long caches (many chunks, a last partial chunk), every head-dim bucket, bf16 and f32,
+// with log-n (rotary variants) or ALiBi, and the backward (the ordinary kernels) on its O and LSE.
+TEST_P(GpuFlashVariants, DecodingAgainstLongCacheMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  for (DType dtype : {DType::BF16, DType::F32}) {
+    const Tolerances tol = tolerances(dtype);
+    for (int64_t d : {32, 64, 128, 160, 256})
+      for (const Shape4& s : {Shape4{2, 3, 1, 4099}, Shape4{1, 4, 3, 2000}, Shape4{1, 2, 4, 70}})
+        for (bool logn : {false, true}) {
+          if (logn && GetParam() == Variant::Alibi) continue;
+          SCOPED_TRACE(std::string(variant_name(GetParam())) + " " + dtype_name(dtype) + " d" + std::to_string(d) +
+                       " N" + std::to_string(s.n_queries) + " M" + std::to_string(s.n_keys) + (logn ? " logn" : ""));
+          const AttentionInputs in = variant_inputs(GetParam(), s, d, true, logn, dtype);
+          const Tensor seed = round_to(random_input(in.q.shape(), 28, 1.0, false).to(DType::F32), dtype);
+          const FlashRun cpu = run_flash(in, seed, DType::F32, Device::CPU);
+          const FlashRun gpu = run_flash(in, seed, dtype, Device::CUDA);
+          const auto err = [](const Tensor& g, const Tensor& c) {
+            return relative_error(g.to_vector<double>(), c.to_vector<double>());
+          };
+          EXPECT_LE(err(gpu.o, cpu.o), tol.o) << "O";
+          EXPECT_LE(err(gpu.dq, cpu.dq), tol.dq) << "dQ";
+          EXPECT_LE(err(gpu.dk, cpu.dk), tol.dk) << "dK";
+          EXPECT_LE(err(gpu.dv, cpu.dv), tol.dv) << "dV";
+          EXPECT_LE(lse_error(in, dtype), tol.lse) << "LSE";
+        }
+  }
+}
+
 TEST(GpuFlashMma, TensorCoreBackwardIsBitwiseReproducible) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   const AttentionInputs in = variant_inputs(Variant::Alibi, {2, 2, 200, 200}, 64, false, true, DType::BF16);
@@ -220,6 +281,32 @@ TEST(GpuFlashCudnn, CoveredVariantsMatchCpu) {
         EXPECT_LE(err(dq, cpu.dq), tol.dq) << "dQ";
         EXPECT_LE(err(dk, cpu.dk), tol.dk) << "dK";
         EXPECT_LE(err(dv, cpu.dv), tol.dv) << "dV";
+      }
+}
+
+// [model] attention_backend = cudnn through flash_attention (what the decoder calls): f32 and bf16
+// activations (f32 is rounded to bf16 for cuDNN and back), forward and autograd backward, against
+// the CPU kernel on the bf16-rounded inputs, for every variant cuDNN covers.
+TEST(GpuFlashCudnn, BackendThroughFlashAttentionMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  if (!kernels::cudnn_attention_available()) GTEST_SKIP() << "built without the cuDNN frontend";
+  const Tolerances tol = tolerances(DType::BF16);
+  for (Variant variant : {Variant::Rope, Variant::KeyNorm, Variant::Coca, Variant::CocaStrict, Variant::Alibi})
+    for (DType dtype : {DType::F32, DType::BF16})
+      for (const Shape4& s : {Shape4{1, 4, 1100, 1100}, Shape4{2, 4, 37, 300}}) {
+        SCOPED_TRACE(std::string(variant_name(variant)) + " " + dtype_name(dtype) + " N" + std::to_string(s.n_queries));
+        AttentionInputs in = variant_inputs(variant, s, 64, false, false, DType::BF16);
+        const Tensor seed = round_to(random_input(in.q.shape(), 29, 1.0, false).to(DType::F32), DType::BF16);
+        const FlashRun cpu = run_flash(in, seed, DType::F32, Device::CPU);
+        in.opt.backend = AttentionBackend::Cudnn;
+        const FlashRun gpu = run_flash(in, seed, dtype, Device::CUDA);
+        const auto err = [](const Tensor& g, const Tensor& c) {
+          return relative_error(g.to_vector<double>(), c.to_vector<double>());
+        };
+        EXPECT_LE(err(gpu.o, cpu.o), tol.o) << "O";
+        EXPECT_LE(err(gpu.dq, cpu.dq), tol.dq) << "dQ";
+        EXPECT_LE(err(gpu.dk, cpu.dk), tol.dk) << "dK";
+        EXPECT_LE(err(gpu.dv, cpu.dv), tol.dv) << "dV";
       }
 }
 

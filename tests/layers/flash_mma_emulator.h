@@ -199,10 +199,11 @@ float masked_logit(bool masked, float dot, float scale2, float slope2, int64_t q
                 : logit<HasAlibi, false>(dot, scale2, slope2, query_pos, key, n_keys);
 }
 
-// flash_mma_forward_kernel for every block (b, h, query tile).
+// flash_mma_forward_kernel<D, block_k> for every block (b, h, query tile); block_k is 64, or 32
+// where the device's shared memory does not hold 64 (layers/flash_tiles.h: d = 256 on sm_86/89).
 template <bool HasAlibi, bool HasLogn>
-void forward(const Params& p) {
-  const int D = static_cast<int>(p.head_dim), BK = 64, NT = BK / 8;
+void forward(const Params& p, int block_k = 64) {
+  const int D = static_cast<int>(p.head_dim), BK = block_k, NT = BK / 8;
   const int64_t q_tiles = (p.n_queries + kOuter - 1) / kOuter;
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.heads; ++h)
@@ -220,7 +221,8 @@ void forward(const Params& p) {
           for (int l = 0; l < kLanes; ++l)
             for (int r = 0; r < 2; ++r) {
               const int64_t n = n0 + warp * kRowsPerWarp + mma::c_fragment(l, 2 * r).row;
-              scale2[l][r] = mma::kLog2e * flash_row_scale<HasLogn, float>(p, n < p.n_queries ? n : p.n_queries - 1);
+              // mma_device::query_tile_prologue: scale 0 for rows past N (never stored).
+              scale2[l][r] = n < p.n_queries ? mma::kLog2e * flash_row_scale<HasLogn, float>(p, n) : 0.f;
               query_pos[l][r] = p.query_offset + n;
             }
           std::vector<CFrag> o(static_cast<size_t>(D / 8), CFrag{});

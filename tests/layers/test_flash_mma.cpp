@@ -91,7 +91,7 @@ emu::Tile numbered_tile(int rows, int cols) {
 float value_at(int row, int col) { return bf16_to_float(float_to_bf16(static_cast<float>(row * 256 + col))); }
 
 TEST(FlashMmaLayout, LdmatrixAddressesLoadTheFragments) {
-  for (int cols : {32, 64, 128}) {
+  for (int cols : {32, 64, 128, 256}) {
     const emu::Tile tile = numbered_tile(64, cols);
     for (int row0 : {0, 16, 48})
       for (int col0 = 0; col0 < cols; col0 += 16) {
@@ -122,7 +122,7 @@ TEST(FlashMmaLayout, LdmatrixAddressesLoadTheFragments) {
 }
 
 TEST(FlashMmaLayout, SwizzleIsABijectionWithConflictFreeLdmatrixRows) {
-  for (int cols : {32, 64, 128}) {
+  for (int cols : {32, 64, 128, 256}) {
     const int chunks = cols / mma::kChunk;
     for (int row = 0; row < 64; ++row) {
       std::set<int> seen;
@@ -218,6 +218,8 @@ struct MmaCase {
   bool alibi, logn;
   int64_t query_offset;  // resolved
   double input_std;
+  int block_k = 64;           // the forward's key tile (32: d = 256 on a 99 KiB device)
+  bool forward_only = false;  // d = 256: the GPU's backward is the SIMT one, not emulated here
 };
 
 // The largest |a - b| relative to max |b|.
@@ -303,7 +305,8 @@ TEST_P(FlashMmaEmulated, ForwardAndBackwardMatchNaiveAttention) {
 
   TSTL_FLASH_BOOL_SWITCH(c.alibi, HasAlibi, [&] {
     TSTL_FLASH_BOOL_SWITCH(c.logn, HasLogn, [&] {
-      emu::forward<HasAlibi, HasLogn>(p);
+      emu::forward<HasAlibi, HasLogn>(p, c.block_k);
+      if (c.forward_only) return;
       const std::vector<float> delta = emu::delta(p);
       emu::dkdv<HasAlibi, HasLogn>(p, delta);
       emu::dq<HasAlibi, HasLogn>(p, delta);
@@ -339,6 +342,10 @@ TEST_P(FlashMmaEmulated, ForwardAndBackwardMatchNaiveAttention) {
                dk_err = relative_error(widen_f(dk), ref.dk), dv_err = relative_error(widen_f(dv), ref.dv);
   EXPECT_LE(o_err, kTolO);
   EXPECT_LE(lse_err, kTolLse);
+  if (c.forward_only) {
+    std::printf("%s: O %.2e  LSE %.2e (abs), forward only\n", c.name, o_err, lse_err);
+    return;
+  }
   EXPECT_LE(dv_err, kTolDv);
   EXPECT_LE(dq_err, kTolDqDk);
   EXPECT_LE(dk_err, kTolDqDk);
@@ -357,7 +364,10 @@ INSTANTIATE_TEST_SUITE_P(
                       MmaCase{"d64_keynorm_scale1", 2, 1, 70, 70, 64, 1.0, false, false, 0, 0.125},
                       MmaCase{"d64_alibi_logn_offset", 1, 2, 40, 150, 64, 0.125, true, true, 110, 1.0},
                       MmaCase{"d128_decode_one_row", 1, 2, 1, 140, 128, 1.0 / std::sqrt(128.0), true, false, 139, 1.0},
-                      MmaCase{"d32_explicit_offset", 1, 1, 66, 200, 32, 1.0 / std::sqrt(32.0), false, true, 62, 1.0}),
+                      MmaCase{"d32_explicit_offset", 1, 1, 66, 200, 32, 1.0 / std::sqrt(32.0), false, true, 62, 1.0},
+                      MmaCase{"d256_forward_64_keys", 1, 1, 70, 70, 256, 1.0 / 16.0, true, false, 0, 1.0, 64, true},
+                      MmaCase{"d256_forward_32_keys_logn", 1, 1, 70, 100, 256, 1.0 / 16.0, false, true, 30, 1.0, 32,
+                              true}),
     [](const ::testing::TestParamInfo<MmaCase>& info) { return std::string(info.param.name); });
 
 }  // namespace
