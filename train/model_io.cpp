@@ -47,7 +47,12 @@ LoadedModel load_model(const std::string& checkpoint_path) {
   CheckpointState state = load_checkpoint(checkpoint_path, /*with_optimizer=*/false);
   LoadedModel loaded;
   loaded.config = parse_config(state.config, checkpoint_path + " (its saved config)");
-  loaded.model = std::make_unique<Decoder>(model_config_from(loaded.config));
+  ModelConfig model_config = model_config_from(loaded.config);
+  // The attention backend is how a run computed attention, not part of the model: a loaded model
+  // (evaluation, generation, export) runs tstl's kernel, which covers every variant and inference
+  // method on both devices, so a checkpoint trained with cuDNN's attention evaluates on the CPU.
+  model_config.attention_backend = AttentionBackend::Tstl;
+  loaded.model = std::make_unique<Decoder>(model_config);
   load_parameters(*loaded.model, state.parameters, checkpoint_path);
   loaded.tokenizer = state.tokenizer;
   loaded.step = state.step;
