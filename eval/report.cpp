@@ -99,6 +99,7 @@ struct Table {
 
 Table collect_table(const std::vector<EvalRecord>& records, const std::string& kind, const char* value_key) {
   Table t;
+  std::set<std::tuple<std::string, RowKey, int64_t>> seen;  // (run, row, length) already read
   for (const EvalRecord& r : records) {
     if (r.json.get_string("kind") != kind) continue;
     const RowKey row = std::make_tuple(seed_group_of(r.run), r.json.get_string("variant"), r.json.get_string("method"));
@@ -107,10 +108,12 @@ Table collect_table(const std::vector<EvalRecord>& records, const std::string& k
     TSTL_CHECK(known == t.train_len.end() || known->second == train_len, r.path, ": training length ", train_len,
                " differs from ", known->second, " of another run pooled into ", std::get<0>(row));
     t.train_len[row] = train_len;
-    TSTL_CHECK(t.runs[row].insert(r.run).second, r.path, ": a second ", kind, " result for run ", r.run,
-               " with method ", std::get<2>(row));
+    t.runs[row].insert(r.run);
     for (const JsonValue& result : r.json.get_array("results").array) {
       const auto length = static_cast<int64_t>(result.get_number("length"));
+      // One value per run and length: a run's results may be split over files, never repeated.
+      TSTL_CHECK(seen.insert(std::make_tuple(r.run, row, length)).second, r.path, ": a second ", kind, " result for run ",
+                 r.run, ", method ", std::get<2>(row), ", length ", length);
       const JsonValue* v = result.find(value_key);
       t.rows[row][length].push_back(v && v->type == JsonValue::Type::Number ? v->number : NAN);
       t.lengths.insert(length);

@@ -190,9 +190,16 @@ TEST(Report, SeedsArePooledIntoMeanAndSpread) {
   EXPECT_EQ(pooled.get_number("seeds"), 2);
   EXPECT_EQ(pooled.get_array("values").array.at(1).number, 12.0);
   EXPECT_NEAR(pooled.get_array("spread").array.at(1).number, std::sqrt(8.0), 1e-12);
-  // The same run twice is an error, not a silently doubled seed.
+  // The same run twice is an error, not a silently doubled seed; a run's lengths split over two
+  // files are one row.
   const std::string seed1 = (dir.path / "rope-seed1").string();
   EXPECT_THROW(report_markdown(collect_eval_records({seed1, seed1})), Error);
+  write_file(dir.path / "rope-seed3" / "eval" / "ppl-short.json",
+             R"({"kind":"ppl","variant":"rope","train_len":128,"method":"none","results":[{"length":128,"ppl":9.0}]})");
+  write_file(dir.path / "rope-seed3" / "eval" / "ppl-long.json",
+             R"({"kind":"ppl","variant":"rope","train_len":128,"method":"none","results":[{"length":512,"ppl":30.0}]})");
+  const std::string split = report_markdown(collect_eval_records({(dir.path / "rope-seed3").string()}));
+  EXPECT_NE(split.find("| rope | rope | none | 128 | 9.00 | *30.00* |"), std::string::npos) << split;
 }
 
 }  // namespace
