@@ -45,32 +45,98 @@ std::string run_name_of(const fs::path& file) {
   return file.stem().string();
 }
 
-// Rows of a table: (run, variant, method) -> length -> value, and each row's training length.
+// "rope-seed2" -> "rope": runs that differ only in a trailing -seedN are one row of the report,
+// their values pooled (mean and spread). Any other name is its own group.
+std::string seed_group_of(const std::string& run) {
+  const size_t dash = run.rfind("-seed");
+  if (dash == std::string::npos || dash == 0 || dash + 5 == run.size()) return run;
+  for (size_t i = dash + 5; i < run.size(); ++i)
+    if (run[i] < '0' || run[i] > '9') return run;
+  return run.substr(0, dash);
+}
+
+// Mean and sample standard deviation (n - 1 in the denominator; 0 for one value) of the finite
+// values; NaN mean when there is none.
+struct Pooled {
+  double mean = NAN;
+  double spread = 0;
+  size_t count = 0;
+};
+
+Pooled pool(const std::vector<double>& values) {
+  Pooled p;
+  double sum = 0;
+  for (double v : values)
+    if (std::isfinite(v)) {
+      sum += v;
+      ++p.count;
+    }
+  if (p.count == 0) return p;
+  p.mean = sum / static_cast<double>(p.count);
+  if (p.count > 1) {
+    double squares = 0;
+    for (double v : values)
+      if (std::isfinite(v)) squares += (v - p.mean) * (v - p.mean);
+    p.spread = std::sqrt(squares / static_cast<double>(p.count - 1));
+  }
+  return p;
+}
+
+// Rows of a table: (seed group, variant, method) -> length -> one value per run of the group,
+// each row's training length and the runs pooled into it.
+using RowKey = std::tuple<std::string, std::string, std::string>;
 struct Table {
-  std::map<std::tuple<std::string, std::string, std::string>, std::map<int64_t, double>> rows;
-  std::map<std::tuple<std::string, std::string, std::string>, int64_t> train_len;
+  std::map<RowKey, std::map<int64_t, std::vector<double>>> rows;
+  std::map<RowKey, int64_t> train_len;
+  std::map<RowKey, std::set<std::string>> runs;
   std::set<int64_t> lengths;
+  bool pooled() const {
+    for (const auto& [row, names] : runs)
+      if (names.size() > 1) return true;
+    return false;
+  }
 };
 
 Table collect_table(const std::vector<EvalRecord>& records, const std::string& kind, const char* value_key) {
   Table t;
+  std::set<std::tuple<std::string, RowKey, int64_t>> seen;  // (run, row, length) already read
   for (const EvalRecord& r : records) {
     if (r.json.get_string("kind") != kind) continue;
-    const auto row = std::make_tuple(r.run, r.json.get_string("variant"), r.json.get_string("method"));
-    t.train_len[row] = static_cast<int64_t>(r.json.get_number("train_len"));
+    const RowKey row = std::make_tuple(seed_group_of(r.run), r.json.get_string("variant"), r.json.get_string("method"));
+    const auto train_len = static_cast<int64_t>(r.json.get_number("train_len"));
+    auto known = t.train_len.find(row);
+    TSTL_CHECK(known == t.train_len.end() || known->second == train_len, r.path, ": training length ", train_len,
+               " differs from ", known->second, " of another run pooled into ", std::get<0>(row));
+    t.train_len[row] = train_len;
+    t.runs[row].insert(r.run);
     for (const JsonValue& result : r.json.get_array("results").array) {
       const auto length = static_cast<int64_t>(result.get_number("length"));
+      // One value per run and length: a run's results may be split over files, never repeated.
+      TSTL_CHECK(seen.insert(std::make_tuple(r.run, row, length)).second, r.path, ": a second ", kind, " result for run ",
+                 r.run, ", method ", std::get<2>(row), ", length ", length);
       const JsonValue* v = result.find(value_key);
-      t.rows[row][length] = v && v->type == JsonValue::Type::Number ? v->number : NAN;
+      t.rows[row][length].push_back(v && v->type == JsonValue::Type::Number ? v->number : NAN);
       t.lengths.insert(length);
     }
   }
   return t;
 }
 
+std::string format_cell(const std::vector<double>& values, const char* format, bool pooled) {
+  const Pooled p = pool(values);
+  char mean[64];
+  std::snprintf(mean, sizeof mean, format, p.mean);
+  if (!pooled) return mean;
+  char spread[64];
+  std::snprintf(spread, sizeof spread, format, p.spread);
+  return std::string(mean) + " ± " + spread;
+}
+
+// With pooled rows, a "seeds" column gives the number of runs and each cell is "mean ± sd".
 std::string markdown_table(const Table& t, const char* format) {
-  std::string md = "| run | variant | method | train len |";
-  std::string rule = "| --- | --- | --- | --- |";
+  const bool pooled = t.pooled();
+  std::string md = std::string("| run | variant | method | train len |") + (pooled ? " seeds |" : "");
+  std::string rule = std::string("| --- | --- | --- | --- |") + (pooled ? " --- |" : "");
   for (int64_t l : t.lengths) {
     md += " " + std::to_string(l) + " |";
     rule += " --- |";
@@ -80,12 +146,12 @@ std::string markdown_table(const Table& t, const char* format) {
     const int64_t train_len = t.train_len.at(row);
     md += "| " + std::get<0>(row) + " | " + std::get<1>(row) + " | " + std::get<2>(row) + " | " +
           std::to_string(train_len) + " |";
+    if (pooled) md += " " + std::to_string(t.runs.at(row).size()) + " |";
     for (int64_t l : t.lengths) {
       auto it = values.find(l);
-      char cell[64] = "-";
-      if (it != values.end()) std::snprintf(cell, sizeof cell, format, it->second);
+      const std::string cell = it == values.end() ? "-" : format_cell(it->second, format, pooled);
       // Lengths past training in italics: the extrapolation region.
-      md += std::string(" ") + (it != values.end() && l > train_len ? "*" + std::string(cell) + "*" : cell) + " |";
+      md += " " + (it != values.end() && l > train_len ? "*" + cell + "*" : cell) + " |";
     }
     md += "\n";
   }
@@ -153,12 +219,15 @@ std::string report_markdown(const std::vector<EvalRecord>& records) {
   std::string md = "# tstl evaluation report\n\n";
   const Table ppl = collect_table(records, "ppl", "ppl");
   const Table passkey = collect_table(records, "passkey", "accuracy");
+  const char* seeds_note = " Runs named NAME-seedN are pooled into one row NAME: mean ± sample standard deviation.";
   if (!ppl.rows.empty())
-    md += "## Perplexity by evaluation length\n\nSliding-window perplexity (lower is better); lengths past the "
-          "training length in italics.\n\n" + markdown_table(ppl, "%.2f") + "\n";
+    md += std::string("## Perplexity by evaluation length\n\nSliding-window perplexity (lower is better); lengths past the "
+                      "training length in italics.") + (ppl.pooled() ? seeds_note : "") + "\n\n" +
+          markdown_table(ppl, "%.2f") + "\n";
   if (!passkey.rows.empty())
-    md += "## Passkey retrieval accuracy by prompt length\n\nGreedy decoding; a case passes when the first "
-          "5-digit number generated is the key.\n\n" + markdown_table(passkey, "%.2f") + "\n";
+    md += std::string("## Passkey retrieval accuracy by prompt length\n\nGreedy decoding; a case passes when the first "
+                      "5-digit number generated is the key.") + (passkey.pooled() ? seeds_note : "") + "\n\n" +
+          markdown_table(passkey, "%.2f") + "\n";
   md += "## Sources\n\n";
   for (const EvalRecord& r : records) md += "- " + r.path + "\n";
   return md;
@@ -173,21 +242,28 @@ std::string report_plot_data(const std::vector<EvalRecord>& records) {
     json.begin_array();
     for (const auto& [row, values] : t.rows) {
       json.begin_object();
-      // "rope + dynamic-ntk:4": the run name, its variant when the run is not named after it, the method.
-      const auto& [run, variant, method] = row;
-      std::string label = run == variant ? run : run + " (" + variant + ")";
+      // "rope + dynamic-ntk:4": the group (run) name, its variant when not named after it, the method.
+      const auto& [group, variant, method] = row;
+      std::string label = group == variant ? group : group + " (" + variant + ")";
       if (method != "none") label += " + " + method;
       json.field("label", label);
+      json.field("variant", variant);
+      json.field("method", method);
+      json.field("seeds", static_cast<double>(t.runs.at(row).size()));
       json.field("train_len", static_cast<double>(t.train_len.at(row)));
-      std::vector<double> lengths, ys;
-      for (const auto& [l, y] : values) {
+      std::vector<double> lengths, means, spreads;
+      for (const auto& [l, ys] : values) {
+        const Pooled p = pool(ys);
         lengths.push_back(static_cast<double>(l));
-        ys.push_back(y);
+        means.push_back(p.mean);
+        spreads.push_back(p.spread);
       }
       json.key("lengths");
       json.number_array(lengths);
       json.key("values");
-      json.number_array(ys);
+      json.number_array(means);
+      json.key("spread");  // sample standard deviation across the pooled runs (0 for one run)
+      json.number_array(spreads);
       json.end_object();
     }
     json.end_array();

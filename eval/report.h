@@ -24,10 +24,12 @@ struct EvalRecord {
 std::vector<EvalRecord> collect_eval_records(const std::vector<std::string>& inputs);
 
 // The markdown of the report: a PPL table (rows run / variant / method, columns lengths, the
-// training length marked) and a passkey accuracy table.
+// training length marked) and a passkey accuracy table. Runs named NAME-seedN (scripts/study)
+// are pooled into one row NAME: a "seeds" column and "mean ± sample standard deviation" cells.
 std::string report_markdown(const std::vector<EvalRecord>& records);
 
-// The series the plotting script draws, as JSON.
+// The series the plotting script draws, as JSON: per row its label, variant, method, seeds,
+// lengths, values (means) and spread (standard deviations, 0 for one run).
 std::string report_plot_data(const std::vector<EvalRecord>& records);
 
 struct ReportOutcome {

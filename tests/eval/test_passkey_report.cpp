@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -162,6 +163,43 @@ TEST(Report, TwoJsonFilesGiveTheTablesAndPlots) {
   EXPECT_TRUE(bare.plots.empty());
   EXPECT_NE(bare.warning.find("plots skipped"), std::string::npos);
   EXPECT_THROW(write_report({(dir.path / "missing").string()}, (dir.path / "x").string()), Error);
+}
+
+// Runs named NAME-seedN pool into one row: mean and sample standard deviation by hand
+// (10 and 14: mean 12, sd sqrt(8) = 2.83); a run without the suffix, or "seedless-seedX", stays
+// a row of its own; the plot data carries the spread.
+TEST(Report, SeedsArePooledIntoMeanAndSpread) {
+  TempDir dir;
+  const auto ppl = [](const std::string& ppl_at_512) {
+    return R"({"kind":"ppl","variant":"rope","train_len":128,"method":"none","results":[)"
+           R"({"length":128,"tokens":100,"nll":2.0,"ppl":7.0},{"length":512,"tokens":100,"nll":2.5,"ppl":)" +
+           ppl_at_512 + "}]}";
+  };
+  write_file(dir.path / "rope-seed1" / "eval" / "ppl-none.json", ppl("10"));
+  write_file(dir.path / "rope-seed2" / "eval" / "ppl-none.json", ppl("14"));
+  write_file(dir.path / "rope-seedX" / "eval" / "ppl-none.json", ppl("20"));
+  const std::vector<EvalRecord> records = collect_eval_records(
+      {(dir.path / "rope-seed1").string(), (dir.path / "rope-seed2").string(), (dir.path / "rope-seedX").string()});
+  const std::string md = report_markdown(records);
+  EXPECT_NE(md.find("| run | variant | method | train len | seeds | 128 | 512 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| rope | rope | none | 128 | 2 | 7.00 ± 0.00 | *12.00 ± 2.83* |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| rope-seedX | rope | none | 128 | 1 | 7.00 ± 0.00 | *20.00 ± 0.00* |"), std::string::npos) << md;
+  const JsonValue data = parse_json(report_plot_data(records), "report_data.json");
+  const JsonValue& pooled = data.get_array("ppl").array.at(0);
+  EXPECT_EQ(pooled.get_string("label"), "rope");
+  EXPECT_EQ(pooled.get_number("seeds"), 2);
+  EXPECT_EQ(pooled.get_array("values").array.at(1).number, 12.0);
+  EXPECT_NEAR(pooled.get_array("spread").array.at(1).number, std::sqrt(8.0), 1e-12);
+  // The same run twice is an error, not a silently doubled seed; a run's lengths split over two
+  // files are one row.
+  const std::string seed1 = (dir.path / "rope-seed1").string();
+  EXPECT_THROW(report_markdown(collect_eval_records({seed1, seed1})), Error);
+  write_file(dir.path / "rope-seed3" / "eval" / "ppl-short.json",
+             R"({"kind":"ppl","variant":"rope","train_len":128,"method":"none","results":[{"length":128,"ppl":9.0}]})");
+  write_file(dir.path / "rope-seed3" / "eval" / "ppl-long.json",
+             R"({"kind":"ppl","variant":"rope","train_len":128,"method":"none","results":[{"length":512,"ppl":30.0}]})");
+  const std::string split = report_markdown(collect_eval_records({(dir.path / "rope-seed3").string()}));
+  EXPECT_NE(split.find("| rope | rope | none | 128 | 9.00 | *30.00* |"), std::string::npos) << split;
 }
 
 }  // namespace
