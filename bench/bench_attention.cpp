@@ -145,8 +145,8 @@ void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats, tstl
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::atoi(argv[1]) : 5;
-  std::printf("flash attention vs naive, f32, causal, scale 1/sqrt(d), median of %d, %d OpenMP threads\n", repeats,
-              omp_get_max_threads());
+  std::printf("flash attention vs naive, f32, causal, scale 1/sqrt(d), median of %d, %d OpenMP threads, %s\n",
+              repeats, omp_get_max_threads(), tstl::bench::clock_name());
   std::printf("FLOPs: forward 4 B H d N(N+1)/2, backward 10 B H d N(N+1)/2 (causal pairs only)\n");
   if (argc >= 6) {
     tstl::FlashTiles tiles;

@@ -1,5 +1,6 @@
 // CPU gemm: one cblas call per batch entry (a single call when the right operand is shared and
 // the left is not transposed: the batch folds into M), straight on the tensors' memory: no copy.
+// With args.accumulate the first call adds into C (beta = 1) too.
 #include <cblas.h>
 
 #include <type_traits>
@@ -27,10 +28,10 @@ void gemm_cpu(const GemmArgs& g, const Tensor& a, const Tensor& b, Tensor& c) {
     for (int64_t i = 0; i < batch; ++i) {
       if constexpr (std::is_same_v<T, float>) {
         cblas_sgemm(CblasRowMajor, ta, tb, m, g.n, g.k, 1.0f, pa + i * a_stride, lda, pb + i * b_stride, ldb,
-                    i && g.c_shared ? 1.0f : 0.0f, pc + i * c_stride, g.n);
+                    (i && g.c_shared) || g.accumulate ? 1.0f : 0.0f, pc + i * c_stride, g.n);
       } else {
         cblas_dgemm(CblasRowMajor, ta, tb, m, g.n, g.k, 1.0, pa + i * a_stride, lda, pb + i * b_stride, ldb,
-                    i && g.c_shared ? 1.0 : 0.0, pc + i * c_stride, g.n);
+                    (i && g.c_shared) || g.accumulate ? 1.0 : 0.0, pc + i * c_stride, g.n);
       }
     }
   });

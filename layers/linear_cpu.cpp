@@ -2,6 +2,8 @@
 // products are core gemm kernels over all R rows at once; see layers/linear.h for the math.
 #include "layers/linear.h"
 
+#include <algorithm>
+
 #include "core/autograd.h"
 #include "core/kernels.h"
 
@@ -43,8 +45,30 @@ Tensor affine_product(const Tensor& x, const Tensor& weight, const Shape& out_sh
   return y;
 }
 
-// y (R, out) = x (R, in) W^T + b, b (out) or undefined; the bias is added in place.
+// y (R, out) = b in every row, b (out).
+void fill_rows_cpu(Tensor& y, const Tensor& bias) {
+  const int64_t cols = bias.numel(), rows = cols ? y.numel() / cols : 0;
+  visit_float(y.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* b = bias.data<T>();
+    T* out = y.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols > (int64_t{1} << 18))
+    for (int64_t r = 0; r < rows; ++r) std::copy(b, b + cols, out + r * cols);
+  });
+}
+
+// y (R, out) = x (R, in) W^T + b, b (out) or undefined. On the CPU y starts as b in every row and
+// the gemm adds the product onto it (beta = 1): one pass over y, where a beta = 0 gemm (which
+// zeroes y first) and a bias pass took two.
 Tensor affine_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Shape& out_shape) {
+  if (bias.defined() && x.device() == Device::CPU) {
+    kernels::GemmArgs g;
+    g.m = rows_of(x), g.n = weight.size(0), g.k = weight.size(1), g.transpose_b = true, g.accumulate = true;
+    Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());  // (R, out)
+    fill_rows_cpu(y, bias);
+    kernels::gemm_cpu(g, x, weight, y);
+    return y;
+  }
   Tensor y = affine_product(x, weight, out_shape);  // (R, out)
   if (bias.defined()) TSTL_ON_DEVICE(y, binary, kernels::Binary::Add, y, bias, y);
   return y;
@@ -112,10 +136,12 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   const int64_t ffn = w_in.size(0);
   const Shape x_shape = x.shape(), h_shape = with_last(x_shape, ffn);
   const Shape w_in_shape = w_in.shape(), w_out_shape = w_out.shape();
-  Tensor h = affine_product(x, w_in, h_shape);  // (..., F) the pre-activation, without b_in yet
+  const bool on_cpu = x.device() == Device::CPU;
+  // (..., F) the pre-activation; on the GPU without b_in yet, which the activation's pass adds.
+  Tensor h = on_cpu ? affine_forward(x, w_in, b_in, h_shape) : affine_product(x, w_in, h_shape);
   check_affine(h, w_out, b_out, "gelu_mlp", "w_out", "b_out");
   Tensor a = Tensor::empty(h_shape, h.dtype(), h.device());  // (..., F) gelu(h)
-  if (b_in.defined()) {
+  if (b_in.defined() && !on_cpu) {
     TSTL_ON_DEVICE(h, bias_gelu_forward, h, b_in, a);  // h += b_in, a = gelu(h): one pass
   } else {
     TSTL_ON_DEVICE(h, gelu_forward, h, a);
