@@ -151,7 +151,12 @@ int main(int argc, char** argv) {
   if (argc >= 6) {
     tstl::FlashTiles tiles;
     if (argc >= 8) tiles = {std::atoll(argv[6]), std::atoll(argv[7])};
-    std::printf("tiles %lld x %lld\n", static_cast<long long>(tiles.block_q), static_cast<long long>(tiles.block_k));
+    if (tiles.block_q == tstl::FlashTiles::kByShape) {
+      std::printf("tiles by shape (query tile 32 for N <= 256, else 64) x %lld\n",
+                  static_cast<long long>(tiles.block_k));
+    } else {
+      std::printf("tiles %lld x %lld\n", static_cast<long long>(tiles.block_q), static_cast<long long>(tiles.block_k));
+    }
     bench(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), repeats, tiles);
     return 0;
   }
