@@ -145,13 +145,18 @@ void bench(int64_t batch, int64_t heads, int64_t n, int64_t d, int repeats, tstl
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::atoi(argv[1]) : 5;
-  std::printf("flash attention vs naive, f32, causal, scale 1/sqrt(d), median of %d, %d OpenMP threads\n", repeats,
-              omp_get_max_threads());
+  std::printf("flash attention vs naive, f32, causal, scale 1/sqrt(d), median of %d, %d OpenMP threads, %s\n",
+              repeats, omp_get_max_threads(), tstl::bench::clock_name());
   std::printf("FLOPs: forward 4 B H d N(N+1)/2, backward 10 B H d N(N+1)/2 (causal pairs only)\n");
   if (argc >= 6) {
     tstl::FlashTiles tiles;
     if (argc >= 8) tiles = {std::atoll(argv[6]), std::atoll(argv[7])};
-    std::printf("tiles %lld x %lld\n", static_cast<long long>(tiles.block_q), static_cast<long long>(tiles.block_k));
+    if (tiles.block_q == tstl::FlashTiles::kByShape) {
+      std::printf("tiles by shape (query tile 32 for N <= 256, else 64) x %lld\n",
+                  static_cast<long long>(tiles.block_k));
+    } else {
+      std::printf("tiles %lld x %lld\n", static_cast<long long>(tiles.block_q), static_cast<long long>(tiles.block_k));
+    }
     bench(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), repeats, tiles);
     return 0;
   }

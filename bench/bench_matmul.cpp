@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
     tbt.push_back(seconds(op_bt));
   }
   const double t_blas = median(tb), t_tstl = median(to), t_tstl_bt = median(tbt);
-  std::printf("matmul %lldx%lldx%lld f32, median of %d, %d threads\n", static_cast<long long>(n),
-              static_cast<long long>(n), static_cast<long long>(n), repeats, openblas_get_num_threads());
+  std::printf("matmul %lldx%lldx%lld f32, median of %d, %d threads, %s\n", static_cast<long long>(n),
+              static_cast<long long>(n), static_cast<long long>(n), repeats, openblas_get_num_threads(),
+              tstl::bench::clock_name());
   std::printf("  openblas sgemm        %8.1f GFLOP/s\n", flops / t_blas * 1e-9);
   std::printf("  tstl::matmul          %8.1f GFLOP/s  (%.3f x openblas)\n", flops / t_tstl * 1e-9, t_blas / t_tstl);
   std::printf("  tstl::matmul (B^T)    %8.1f GFLOP/s  (%.3f x openblas)\n", flops / t_tstl_bt * 1e-9,

@@ -18,16 +18,21 @@ enum class Binary : uint8_t { Add, Sub, Mul };
   ret name##_cuda(__VA_ARGS__);
 
 // C_i = op(A_i) op(B_i) for i < batch, op(A_i) (M, K), op(B_i) (K, N). A shared operand is one
-// matrix used by every batch entry; a shared C receives the sum over the batch. C is overwritten.
+// matrix used by every batch entry; a shared C receives the sum over the batch. C is overwritten
+// unless `accumulate` is set.
 struct GemmArgs {
   bool transpose_a = false, transpose_b = false;
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool a_shared = false, b_shared = false, c_shared = false;
+  // C += op(A) op(B) (beta = 1) instead of C = op(A) op(B): on the CPU only (the CUDA gemm rejects
+  // it); with beta = 0 OpenBLAS first zeroes C in a pass of its own.
+  bool accumulate = false;
 };
 TSTL_DECLARE_KERNEL(void, gemm, const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c)
 // The gemm with what follows it in an affine layer, for batch 1 and an unshared C (M, N). On
 // CUDA the bias and the bias gradient are cuBLASLt epilogues of the product (core/matmul_cuda.cu);
-// on the CPU they are the separate passes (binary add, bias_gelu_forward, sum_rows) written out.
+// on the CPU the bias is copied into C and the gemm adds onto it (beta = 1), then a gelu pass; the
+// bias gradient is a sum_rows pass.
 //   gemm_bias:      C = op(A) op(B) + bias (N) on every row
 //   gemm_bias_gelu: h = op(A) op(B) + bias (N) on every row, y = gelu(h) (exact erf form)
 //   gemm_bias_grad: C = op(A) op(B) with A (K, M) transposed, and bias_grad (M) = sum over the K

@@ -1,8 +1,10 @@
 // CPU gemm: one cblas call per batch entry (a single call when the right operand is shared and
 // the left is not transposed: the batch folds into M), straight on the tensors' memory: no copy.
 // The gemm_bias* twins are the gemm followed by the elementwise passes their CUDA twins fuse.
+// With args.accumulate the first call adds into C (beta = 1) too.
 #include <cblas.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "core/kernels.h"
@@ -28,10 +30,10 @@ void gemm_cpu(const GemmArgs& g, const Tensor& a, const Tensor& b, Tensor& c) {
     for (int64_t i = 0; i < batch; ++i) {
       if constexpr (std::is_same_v<T, float>) {
         cblas_sgemm(CblasRowMajor, ta, tb, m, g.n, g.k, 1.0f, pa + i * a_stride, lda, pb + i * b_stride, ldb,
-                    i && g.c_shared ? 1.0f : 0.0f, pc + i * c_stride, g.n);
+                    (i && g.c_shared) || g.accumulate ? 1.0f : 0.0f, pc + i * c_stride, g.n);
       } else {
         cblas_dgemm(CblasRowMajor, ta, tb, m, g.n, g.k, 1.0, pa + i * a_stride, lda, pb + i * b_stride, ldb,
-                    i && g.c_shared ? 1.0 : 0.0, pc + i * c_stride, g.n);
+                    (i && g.c_shared) || g.accumulate ? 1.0 : 0.0, pc + i * c_stride, g.n);
       }
     }
   });
@@ -50,17 +52,36 @@ void check_gemm_epilogue_args(const GemmArgs& args, const Tensor& a, const Tenso
              " do not fit (", args.m, ", ", args.k, ") x (", args.k, ", ", args.n, ") with a vector of ", vec_size);
 }
 
+namespace {
+
+// C (M, N) = the bias (N) in every row, then the gemm adds A B onto it (beta = 1): one pass over C,
+// where a beta = 0 gemm (which zeroes C first) and a bias pass take two.
+void gemm_onto_bias(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
+  const int64_t rows = args.m, cols = args.n;
+  visit_float(c.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pb = bias.data<T>();
+    T* pc = c.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols > (int64_t{1} << 18))
+    for (int64_t r = 0; r < rows; ++r) std::copy(pb, pb + cols, pc + r * cols);
+  });
+  GemmArgs onto = args;
+  onto.accumulate = true;
+  gemm_cpu(onto, a, b, c);
+}
+
+}  // namespace
+
 void gemm_bias_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
   check_gemm_epilogue_args(args, a, b, c, bias, args.n, "gemm_bias");
-  gemm_cpu(args, a, b, c);
-  binary_cpu(Binary::Add, c, bias, c);
+  gemm_onto_bias(args, a, b, bias, c);
 }
 
 void gemm_bias_gelu_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& h,
                         Tensor& y) {
   check_gemm_epilogue_args(args, a, b, h, bias, args.n, "gemm_bias_gelu");
-  gemm_cpu(args, a, b, h);
-  bias_gelu_forward_cpu(h, bias, y);
+  gemm_onto_bias(args, a, b, bias, h);
+  gelu_forward_cpu(h, y);
 }
 
 void gemm_bias_grad_cpu(const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c, Tensor& bias_grad) {

@@ -254,6 +254,7 @@ void gemm_cuda(const GemmArgs& args, const Tensor& a, const Tensor& b, Tensor& c
   check_cuda_operands(a, b, c, "gemm");
   TSTL_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "gemm (CUDA): dtypes differ: ", dtype_name(a.dtype()),
              ", ", dtype_name(b.dtype()), ", ", dtype_name(c.dtype()));
+  TSTL_CHECK(!args.accumulate, "gemm (CUDA): accumulating into C (GemmArgs::accumulate) is CPU-only");
   const int64_t batch = args.batch, m = args.m, n = args.n, k = args.k;
   TSTL_CHECK(a.numel() == (args.a_shared ? 1 : batch) * m * k && b.numel() == (args.b_shared ? 1 : batch) * k * n &&
                  c.numel() == (args.c_shared ? 1 : batch) * m * n,

@@ -46,9 +46,13 @@ struct AttentionOptions {
 };
 
 // Tile sizes of the kernel (queries x keys per tile). Tests pass small ones to cover partial tiles.
-// 64 x 128 was the fastest f32 CPU tiling measured for d = 32 and 64, N = 128 to 2048 (docs/attention.md).
+// By default the query tile follows the shape: 32 rows for N <= 256 queries (the causal blocks on
+// the diagonal skip more masked work, which pays at training lengths), 64 above; 128 keys. These
+// were the fastest f32 CPU tilings measured for d = 32 and 64 (docs/performance.md). The choice
+// depends on the shape only, never on the thread count.
 struct FlashTiles {
-  int64_t block_q = 64;
+  static constexpr int64_t kByShape = -1;
+  int64_t block_q = kByShape;
   int64_t block_k = 128;
 };
 

@@ -155,6 +155,15 @@ struct BackwardScratch {
   }
 };
 
+// Of the `cols` keys of the tile at j0, how many the query rows n0 .. n0 + rows - 1 see: the keys
+// past the last row's causal limit are masked for every row of the block, so the block's products
+// stop there (on the diagonal tiles this skips up to half of the work). Both backward walks
+// (whole heads and split) call it for the same blocks, so their sums stay the same bits.
+template <class T>
+int64_t block_keys_seen(const FlashParams<T>& p, int64_t n0, int64_t rows, int64_t j0, int64_t cols) {
+  return std::min(cols, flash_key_end(p.query_offset, n0 + rows, p.n_keys) - j0);
+}
+
 // P and G of the block (query tile at n0, key tile at j0) of head (b, h) into the scratch:
 // S = Q K^T, P = exp(S - LSE), dP = dO V^T, G = P (dP - D) logn scale; 0 where masked.
 // `delta` is D (N) of this head.
@@ -199,14 +208,15 @@ void backward_key_tile(const FlashParams<T>& p, int64_t b, int64_t h, int64_t ke
   const int64_t first_tile = std::max<int64_t>(0, j0 - p.query_offset) / block_q;
   for (int64_t n0 = first_tile * block_q; n0 < p.n_queries; n0 += block_q) {
     const int64_t rows = std::min(block_q, p.n_queries - n0);
-    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, cols, delta, w);
+    const int64_t seen = block_keys_seen(p, n0, rows, j0, cols);
+    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, seen, delta, w);
     const int64_t q_at = p.q_index(b, h, n0);
-    gemm(true, false, cols, d, rows, T(1), w.p_tile.data(), block_k, p.d_o + q_at, p.q_row_stride, T(1), dv_tile,
+    gemm(true, false, seen, d, rows, T(1), w.p_tile.data(), block_k, p.d_o + q_at, p.q_row_stride, T(1), dv_tile,
          p.kv_row_stride);  // dV += P^T dO
-    gemm(true, false, cols, d, rows, T(1), w.g_tile.data(), block_k, p.q + q_at, p.q_row_stride, T(1), dk_tile,
+    gemm(true, false, seen, d, rows, T(1), w.g_tile.data(), block_k, p.q + q_at, p.q_row_stride, T(1), dk_tile,
          p.kv_row_stride);  // dK += G^T Q
     if (dq_too)
-      gemm(false, false, rows, d, cols, T(1), w.g_tile.data(), block_k, k_tile, p.kv_row_stride, T(1), p.dq + q_at,
+      gemm(false, false, rows, d, seen, T(1), w.g_tile.data(), block_k, k_tile, p.kv_row_stride, T(1), p.dq + q_at,
            p.q_row_stride);  // dQ += G K
   }
 }
@@ -222,9 +232,9 @@ void backward_query_tile(const FlashParams<T>& p, int64_t b, int64_t h, int64_t 
   for (int64_t i = 0; i < rows; ++i) std::fill(dq_tile + i * p.q_row_stride, dq_tile + i * p.q_row_stride + d, T(0));
   const int64_t key_end = flash_key_end(p.query_offset, n0 + rows, p.n_keys);
   for (int64_t j0 = 0; j0 < key_end; j0 += block_k) {
-    const int64_t cols = std::min(block_k, p.n_keys - j0);
-    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, cols, delta, w);
-    gemm(false, false, rows, d, cols, T(1), w.g_tile.data(), block_k, p.k + p.kv_index(b, h, j0), p.kv_row_stride,
+    const int64_t seen = block_keys_seen(p, n0, rows, j0, std::min(block_k, p.n_keys - j0));
+    backward_block<T, HasAlibi, HasLogn>(p, b, h, n0, rows, j0, seen, delta, w);
+    gemm(false, false, rows, d, seen, T(1), w.g_tile.data(), block_k, p.k + p.kv_index(b, h, j0), p.kv_row_stride,
          T(1), dq_tile, p.q_row_stride);
   }
 }
@@ -441,8 +451,10 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                        const FlashTiles& tiles) {
   const int64_t query_offset = check_attention_inputs(q, k, &v, opt, "flash_attention");
   if (opt.backend == AttentionBackend::Cudnn) return flash_attention_cudnn(q, k, v, opt, query_offset);
-  TSTL_CHECK(tiles.block_q >= 1 && tiles.block_k >= 1, "flash_attention: tile sizes (", tiles.block_q, ", ",
-             tiles.block_k, ") must be positive");
+  TSTL_CHECK((tiles.block_q >= 1 || tiles.block_q == FlashTiles::kByShape) && tiles.block_k >= 1,
+             "flash_attention: tile sizes (", tiles.block_q, ", ", tiles.block_k, ") must be positive");
+  const FlashTiles tiles_used{tiles.block_q == FlashTiles::kByShape ? (q.size(2) <= 256 ? 32 : 64) : tiles.block_q,
+                              tiles.block_k};
   const bool on_cuda = q.device() == Device::CUDA;
   // Statistics and constants: in the inputs' dtype on the CPU, f32 on CUDA (also for bf16).
   const DType stat_dtype = on_cuda ? DType::F32 : q.dtype();
@@ -460,13 +472,13 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   } else {
     visit_float(q.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      run_forward(make_params<T>(t, query_offset, scale, tiles));
+      run_forward(make_params<T>(t, query_offset, scale, tiles_used));
     });
   }
   Tensor out = t.o;
   if (needs_grad({&q, &k, &v})) {
     t.o = t.o.detach();  // the node must not own its own output (a cycle)
-    record(out, "flash_attention", {q, k, v}, [t, query_offset, scale, tiles](const Tensor& grad_out) {
+    record(out, "flash_attention", {q, k, v}, [t, query_offset, scale, tiles_used](const Tensor& grad_out) {
       check_same_dtype(grad_out, t.o, "flash_attention backward");
       check_shape(grad_out, t.o.shape(), "flash_attention backward", "dO");
       Tensor dq = Tensor::empty(t.q.shape(), t.q.dtype(), t.q.device());  // (B, H, N, d)
@@ -478,7 +490,7 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
       }
       visit_float(t.q.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        FlashParams<T> p = make_params<T>(t, query_offset, scale, tiles);
+        FlashParams<T> p = make_params<T>(t, query_offset, scale, tiles_used);
         p.d_o = grad_out.data<T>();
         p.dq = dq.data<T>();
         p.dk = dk.data<T>();

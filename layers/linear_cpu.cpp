@@ -2,6 +2,8 @@
 // products are core gemm kernels over all R rows at once; see layers/linear.h for the math.
 #include "layers/linear.h"
 
+#include <algorithm>
+
 #include "core/autograd.h"
 #include "core/kernels.h"
 

@@ -6,14 +6,15 @@
 // Shapes: x (..., C) is treated as R rows of C; gain, bias (C); the node saves x, gain and the
 // per-row statistics mean (R) (LayerNorm only) and rstd (R), kept in the accumulation type.
 // RMSNorm is the uncentred case of the same kernels: mean is taken as 0 and its gradient term
-// drops out. Statistics are accumulated in Acc = double on the CPU (a CUDA port may use fp32).
+// drops out. Statistics and the backward's row means are accumulated in Acc = double on the CPU
+// (fp32 on CUDA); the per-element output and input gradient are evaluated in the input's type.
 //
 // Backward, with xhat = (x - mean) * rstd and g = dy * gain, row means over C written <.>:
 //   dx    = rstd * (g - <g> - xhat * <g xhat>)    (RMSNorm: without the <g> term)
 //   dgain = sum over rows of dy * xhat,  dbias = sum over rows of dy
 // Gradient contract: the kernels write (=) dx, dgain and dbias; the autograd engine accumulates
-// the parameter gradients into .grad. The parameter sums run over fixed column blocks, rows in
-// order, so they do not depend on the number of threads.
+// the parameter gradients into .grad. The CPU sums the parameter gradients over fixed chunks of
+// rows, then the chunks in order, so they do not depend on the number of threads.
 #pragma once
 
 #include <cmath>

@@ -3,6 +3,7 @@
 #include "layers/norm.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/kernels.h"
@@ -12,10 +13,14 @@ namespace kernels {
 
 namespace {
 
-// Parameter gradients are reduced over column blocks of this width, every block summing its
-// rows in order: parallel, cache-friendly, and independent of the thread count.
-constexpr int64_t kColumnBlock = 64;
+// The parameter gradients are summed over chunks of this many rows, each chunk's rows in order,
+// then over the chunks in order: a fixed order whatever the number of threads, so the sums are
+// the same bits on any thread count.
+constexpr int64_t kRowChunk = 32;
 
+// Row statistics and the row means of the backward are accumulated in double; the per-element
+// output and input gradient are computed in T from them (vectorised at T's width; for f32 the
+// result differs from an all-double evaluation by an f32 rounding or two).
 template <bool Centered, class T>
 void norm_forward_rows(const NormArgs& a, const T* x, const T* gain, const T* bias, T* y, T* mean, T* rstd) {
 #pragma omp parallel for schedule(static) if (a.rows * a.cols > 16384)
@@ -24,47 +29,67 @@ void norm_forward_rows(const NormArgs& a, const T* x, const T* gain, const T* bi
     T* out = y + r * a.cols;        // (C)
     double m, s;
     norm_row_stats<Centered>(row, a.cols, a.eps, &m, &s);
-    for (int64_t c = 0; c < a.cols; ++c) out[c] = norm_output(row[c], m, s, gain[c], bias ? bias[c] : T(0));
+    // The mean as a sum of two T's, subtracted one after the other: x - mean_hi is exact for x
+    // near the mean, so rows on a large common offset keep their spread (a single rounded mean
+    // would shift every xhat by up to half an ulp of the offset).
+    const T mean_hi = static_cast<T>(m), mean_lo = static_cast<T>(m - static_cast<double>(mean_hi));
+    const T st = static_cast<T>(s);
+    if (bias) {
+      for (int64_t c = 0; c < a.cols; ++c) out[c] = norm_output(row[c] - mean_hi, mean_lo, st, gain[c], bias[c]);
+    } else {
+      for (int64_t c = 0; c < a.cols; ++c) out[c] = norm_output(row[c] - mean_hi, mean_lo, st, gain[c], T(0));
+    }
     if (Centered) mean[r] = static_cast<T>(m);
     rstd[r] = static_cast<T>(s);
   }
 }
 
+// One pass over the rows in one parallel region: each row's dx, and each chunk's partial sums of
+// dy * xhat and dy (kept in double, (chunks, C) each); then the chunks' sums added in order.
 template <bool Centered, class T>
 void norm_backward_rows(const NormArgs& a, const T* x, const T* gain, const T* mean, const T* rstd, const T* dy, T* dx,
                         T* dgain, T* dbias) {
-  if (dx) {
-#pragma omp parallel for schedule(static) if (a.rows * a.cols > 16384)
-    for (int64_t r = 0; r < a.rows; ++r) {
-      const T* row = x + r * a.cols;    // (C)
-      const T* grow = dy + r * a.cols;  // (C)
-      T* out = dx + r * a.cols;         // (C)
-      const double m = Centered ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
-      double mean_g, mean_g_xhat;
-      norm_row_grad_means<Centered>(row, grow, gain, a.cols, m, s, &mean_g, &mean_g_xhat);
-      for (int64_t c = 0; c < a.cols; ++c)
-        out[c] = norm_input_grad(row[c], grow[c], gain[c], m, s, mean_g, mean_g_xhat);
-    }
-  }
-  if (!dgain && !dbias) return;
-  const int64_t blocks = (a.cols + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static) if (a.rows * a.cols > 16384)
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t c0 = block * kColumnBlock, width = std::min(kColumnBlock, a.cols - c0);
-    double sum_dy_xhat[kColumnBlock] = {}, sum_dy[kColumnBlock] = {};
-    for (int64_t r = 0; r < a.rows; ++r) {
-      const T* row = x + r * a.cols + c0;    // (width)
-      const T* grow = dy + r * a.cols + c0;  // (width)
-      const double m = Centered ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
-      for (int64_t c = 0; c < width; ++c) {
-        const double g = grow[c];
-        sum_dy_xhat[c] += g * (static_cast<double>(row[c]) - m) * s;
-        sum_dy[c] += g;
+  const bool params = dgain || dbias;
+  const int64_t chunks = (a.rows + kRowChunk - 1) / kRowChunk;
+  std::vector<double> partial_dgain(params ? chunks * a.cols : 0), partial_dbias(params ? chunks * a.cols : 0);
+#pragma omp parallel if (a.rows * a.cols > 16384)
+  {
+#pragma omp for schedule(static)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      double* sum_dy_xhat = params ? partial_dgain.data() + chunk * a.cols : nullptr;  // (C)
+      double* sum_dy = params ? partial_dbias.data() + chunk * a.cols : nullptr;       // (C)
+      for (int64_t r = chunk * kRowChunk; r < std::min(a.rows, (chunk + 1) * kRowChunk); ++r) {
+        const T* row = x + r * a.cols;    // (C)
+        const T* grow = dy + r * a.cols;  // (C)
+        const double m = Centered ? static_cast<double>(mean[r]) : 0.0, s = rstd[r];
+        const T mt = static_cast<T>(m), st = static_cast<T>(s);
+        if (params) {
+          for (int64_t c = 0; c < a.cols; ++c) {
+            const T xhat = (row[c] - mt) * st;
+            sum_dy_xhat[c] += static_cast<double>(grow[c]) * static_cast<double>(xhat);
+            sum_dy[c] += static_cast<double>(grow[c]);
+          }
+        }
+        if (!dx) continue;
+        double mean_g, mean_g_xhat;
+        norm_row_grad_means<Centered>(row, grow, gain, a.cols, m, s, &mean_g, &mean_g_xhat);
+        const T mean_g_t = static_cast<T>(mean_g), mean_g_xhat_t = static_cast<T>(mean_g_xhat);
+        T* out = dx + r * a.cols;  // (C)
+        for (int64_t c = 0; c < a.cols; ++c)
+          out[c] = norm_input_grad(row[c], grow[c], gain[c], mt, st, mean_g_t, mean_g_xhat_t);
       }
     }
-    for (int64_t c = 0; c < width; ++c) {
-      if (dgain) dgain[c0 + c] = static_cast<T>(sum_dy_xhat[c]);
-      if (dbias) dbias[c0 + c] = static_cast<T>(sum_dy[c]);
+    if (params) {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < a.cols; ++c) {
+        double total_dy_xhat = 0, total_dy = 0;
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          total_dy_xhat += partial_dgain[chunk * a.cols + c];
+          total_dy += partial_dbias[chunk * a.cols + c];
+        }
+        if (dgain) dgain[c] = static_cast<T>(total_dy_xhat);
+        if (dbias) dbias[c] = static_cast<T>(total_dy);
+      }
     }
   }
 }

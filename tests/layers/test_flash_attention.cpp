@@ -65,6 +65,7 @@ std::vector<FlashCase> f32_cases() {
       {"decode_one_query", 2, 3, 1, 77, 16, kInvSqrt16, true, true, -1, {64, 32}},
       {"alibi_logn_offset", 2, 12, 23, 70, 8, kInvSqrt8, true, true, -1, {32, 32}},
       {"odd_tiles", 2, 3, 77, 77, 16, kInvSqrt16, true, false, -1, {7, 5}},
+      {"default_tiles", 2, 3, 77, 77, 16, kInvSqrt16, false, false, -1, FlashTiles{}},
   };
 }
 
@@ -126,6 +127,9 @@ std::vector<FlashCase> gradcheck_cases() {
       {"kv_cache_offset", 2, 2, 3, 7, 3, 1.0 / std::sqrt(3.0), true, true, -1, {2, 3}},
       {"explicit_offset", 1, 2, 3, 7, 3, 1.0 / std::sqrt(3.0), false, false, 2, {2, 2}},
       {"decode_one_query", 2, 3, 1, 5, 3, 1.0 / std::sqrt(3.0), true, true, -1, {1, 2}},
+      // Key tiles wider than query tiles: the backward's blocks on the diagonal stop at the last
+      // key their rows see (block_keys_seen).
+      {"wide_key_tiles", 1, 2, 7, 7, 3, 1.0 / std::sqrt(3.0), true, false, -1, {2, 5}},
   };
 }
 
@@ -254,6 +258,31 @@ TEST(FlashAttention, BackwardSchedulesGiveTheSameBits) {
                                         whole[g].begin() + static_cast<std::ptrdiff_t>((b + 1) * half));
       EXPECT_EQ(split[g], expected) << "gradient " << g << ", batch " << b;
     }
+  }
+}
+
+// The default tiles follow the shape: 32 x 128 up to 256 queries, 64 x 128 above; the same bits
+// as passing those tiles, forward and backward.
+TEST(FlashAttention, DefaultTilesFollowTheShape) {
+  for (const auto& [n, block_q] : {std::pair<int64_t, int64_t>{256, 32}, {257, 64}}) {
+    auto run = [&](const FlashTiles& tiles) {
+      auto leaf = [&](uint64_t seed) {
+        Tensor t = random_input({1, 2, n, 4}, seed, 1.0, false).to(DType::F32);
+        t.set_requires_grad(true);
+        return t;
+      };
+      Tensor q = leaf(71), k = leaf(72), v = leaf(73);
+      AttentionOptions opt;
+      opt.scale = 0.5;
+      Tensor o = flash_attention(q, k, v, opt, tiles);
+      o.backward(random_input({1, 2, n, 4}, 74, 1.0, false).to(DType::F32));
+      return std::vector<std::string>{test::tensor_bytes(o), test::tensor_bytes(q.grad()),
+                                      test::tensor_bytes(k.grad()), test::tensor_bytes(v.grad())};
+    };
+    const auto by_shape = run(FlashTiles{}), explicit_tiles = run(FlashTiles{block_q, 128});
+    const auto other = run(FlashTiles{block_q == 32 ? 64 : 32, 128});
+    EXPECT_EQ(by_shape, explicit_tiles) << "N = " << n;
+    EXPECT_NE(by_shape[2], other[2]) << "N = " << n << ": the other tiling sums dK over other query tiles";
   }
 }
 
