@@ -39,6 +39,11 @@ TSTL_HD bf16 float_to_bf16(float f) {
   return bf16{static_cast<uint16_t>(u >> 16)};
 }
 
+// The dtype of the tables, factors, scales and statistics that go with activations of dtype
+// `activation`: f32 for bf16 (rounding RoPE angles, log-n factors or ALiBi slopes to 8 bits would
+// change the model), the activation dtype itself otherwise.
+inline DType table_dtype_for(DType activation) { return activation == DType::BF16 ? DType::F32 : activation; }
+
 template <class T>
 struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::F32; };

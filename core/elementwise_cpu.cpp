@@ -229,6 +229,39 @@ void narrow_cpu(const Tensor& x, int64_t dim, int64_t start, Tensor& slice, bool
   }
 }
 
+void cast_cpu(const Tensor& x, Tensor& out) {
+  const int64_t n = x.numel();
+  auto convert = [&](auto in_tag, auto out_tag) {
+    using In = decltype(in_tag);
+    using Out = decltype(out_tag);
+    const In* px = x.data<In>();
+    Out* po = out.data<Out>();
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+      double wide;  // exact for every f32, f64 and bf16 value
+      if constexpr (std::is_same_v<In, bf16>) {
+        wide = bf16_to_float(px[i]);
+      } else {
+        wide = px[i];
+      }
+      if constexpr (std::is_same_v<Out, bf16>) {
+        po[i] = float_to_bf16(static_cast<float>(wide));  // f64 -> bf16 through f32, as the CUDA store does
+      } else {
+        po[i] = static_cast<Out>(wide);
+      }
+    }
+  };
+  auto visit = [&](DType t, auto&& fn) {
+    switch (t) {
+      case DType::F32: fn(float{}); return;
+      case DType::F64: fn(double{}); return;
+      case DType::BF16: fn(bf16{}); return;
+      default: TSTL_FAIL("cast: expected dtype f32, f64 or bf16, got ", dtype_name(t));
+    }
+  };
+  visit(x.dtype(), [&](auto in_tag) { visit(out.dtype(), [&](auto out_tag) { convert(in_tag, out_tag); }); });
+}
+
 void dropout_cpu(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y) {
   const int64_t n = x.numel();
   const double keep_scale = 1.0 / (1.0 - p);

@@ -26,6 +26,12 @@ constexpr int kMaxRank = 8;
 
 // ---- Kernels ------------------------------------------------------------------------------
 
+// Elements widened to the compute type on load and rounded (to nearest even for bf16) on store.
+template <class In, class Out>
+__global__ void cast_kernel(const In* x, Out* out, int64_t n) {
+  TSTL_GRID_STRIDE(i, n) { store(out, i, load(x, i)); }
+}
+
 template <class T>
 __global__ void binary_kernel(Binary op, const T* a, const T* b, T* out, int64_t n, int64_t row) {
   TSTL_GRID_STRIDE(i, n) {
@@ -349,6 +355,20 @@ void narrow_cuda(const Tensor& x, int64_t dim, int64_t start, Tensor& slice, boo
       narrow_forward_kernel<U><<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(in<U>(x), out_ptr<U>(slice), p);
     }
     CUDA_CHECK_LAUNCH();
+  });
+}
+
+void cast_cuda(const Tensor& x, Tensor& out) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  cuda::visit_cuda_float(x.dtype(), "cast", [&](auto in_tag) {
+    cuda::visit_cuda_float(out.dtype(), "cast", [&](auto out_tag) {
+      using In = decltype(in_tag);
+      using Out = decltype(out_tag);
+      cast_kernel<<<cuda::grid_for(n), cuda::kBlock, 0, cuda::stream()>>>(static_cast<const In*>(x.raw()),
+                                                                          static_cast<Out*>(out.raw()), n);
+      CUDA_CHECK_LAUNCH();
+    });
   });
 }
 

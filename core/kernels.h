@@ -76,6 +76,8 @@ TSTL_DECLARE_KERNEL(void, cross_entropy_forward, const Tensor& logits, const Ten
 TSTL_DECLARE_KERNEL(void, cross_entropy_backward, const Tensor& logits, const Tensor& targets,
                     const Tensor& lse, int64_t ignore_index, const Tensor& dloss, double inv_count,
                     Tensor& dlogits)
+// out = x converted to out's dtype (f32, f64, bf16): rounding to nearest even when narrowing.
+TSTL_DECLARE_KERNEL(void, cast, const Tensor& x, Tensor& out)
 TSTL_DECLARE_KERNEL(void, dropout, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y)
 TSTL_DECLARE_KERNEL(void, normal_fill, Tensor& t, uint64_t seed, uint64_t offset, double mean, double std)
 TSTL_DECLARE_KERNEL(void, uniform_fill, Tensor& t, uint64_t seed, uint64_t offset, double low, double high)

@@ -18,15 +18,15 @@ bool is_row_of(const Tensor& b, const Tensor& a) {
 }
 
 void check_float(const Tensor& t, const char* op) {
-  TSTL_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 ||
-                 (t.dtype() == DType::BF16 && t.device() == Device::CUDA),
-             op, ": expected a floating tensor (f32, f64; bf16 on CUDA), got ", dtype_name(t.dtype()));
+  TSTL_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 || t.dtype() == DType::BF16, op,
+             ": expected a floating tensor (f32, f64 or bf16), got ", dtype_name(t.dtype()));
 }
 
 Tensor binary_op(kernels::Binary kind, const Tensor& a, const Tensor& b, const char* name) {
   check_same_device(a, b, name);
   check_same_dtype(a, b, name);
   check_float(a, name);
+  if (is_bf16_on_cpu(a)) return round_to_bf16(binary_op(kind, widen_bf16(a), widen_bf16(b), name));
   const bool row = is_row_of(b, a);
   TSTL_CHECK(row || a.shape() == b.shape(), name, ": shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
              " do not match (b must equal a's shape or be a row of a's last size)");
@@ -71,12 +71,35 @@ Tensor binary_op(kernels::Binary kind, const Tensor& a, const Tensor& b, const c
 
 }  // namespace
 
+Tensor cast(const Tensor& x, DType dtype) {
+  check_float(x, "cast");
+  TSTL_CHECK(dtype == DType::F32 || dtype == DType::F64 || dtype == DType::BF16,
+             "cast: target dtype must be f32, f64 or bf16, got ", dtype_name(dtype));
+  if (x.dtype() == dtype) return x;
+  Tensor out = Tensor::empty(x.shape(), dtype, x.device());
+  TSTL_ON_DEVICE(x, cast, x, out);
+  if (needs_grad({&x})) {
+    const DType source = x.dtype();
+    record(out, "cast", {x}, [source](const Tensor& g) {
+      Tensor d = Tensor::empty(g.shape(), source, g.device());
+      TSTL_ON_DEVICE(g, cast, g, d);
+      return std::vector<Tensor>{d};
+    });
+  }
+  return out;
+}
+
+bool is_bf16_on_cpu(const Tensor& t) { return t.defined() && t.dtype() == DType::BF16 && t.device() == Device::CPU; }
+Tensor widen_bf16(const Tensor& t) { return t.defined() && t.dtype() == DType::BF16 ? cast(t, DType::F32) : t; }
+Tensor round_to_bf16(const Tensor& t) { return cast(t, DType::BF16); }
+
 Tensor add(const Tensor& a, const Tensor& b) { return binary_op(kernels::Binary::Add, a, b, "add"); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(kernels::Binary::Sub, a, b, "sub"); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary_op(kernels::Binary::Mul, a, b, "mul"); }
 
 Tensor scale(const Tensor& a, double s) {
   check_float(a, "scale");
+  if (is_bf16_on_cpu(a)) return round_to_bf16(scale(widen_bf16(a), s));
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   TSTL_ON_DEVICE(a, scale, a, s, out);
   if (needs_grad({&a})) {
@@ -91,6 +114,7 @@ Tensor scale(const Tensor& a, double s) {
 
 Tensor gelu(const Tensor& x) {
   check_float(x, "gelu");
+  if (is_bf16_on_cpu(x)) return round_to_bf16(gelu(widen_bf16(x)));
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   TSTL_ON_DEVICE(x, gelu_forward, x, y);
   if (needs_grad({&x})) {
@@ -108,6 +132,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   check_same_device(a, b, "matmul");
   check_same_dtype(a, b, "matmul");
   check_float(a, "matmul");
+  // bf16 on the CPU: sgemm of the widened operands (fp32 accumulation), the product rounded once.
+  if (is_bf16_on_cpu(a)) return round_to_bf16(matmul(widen_bf16(a), widen_bf16(b), transpose_a, transpose_b));
   TSTL_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
              " and ", shape_str(b.shape()));
   const int64_t m = transpose_a ? a.size(-1) : a.size(-2), ka = transpose_a ? a.size(-2) : a.size(-1);
@@ -183,6 +209,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   TSTL_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, "embedding: ids must be i32 or i64, got ",
              dtype_name(ids.dtype()));
   check_same_device(weight, ids, "embedding");
+  if (is_bf16_on_cpu(weight)) return round_to_bf16(embedding(widen_bf16(weight), ids));
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
   Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
@@ -202,6 +229,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
 namespace {
 Tensor reduce_all(const Tensor& x, double factor, const char* name) {
   check_float(x, name);
+  if (is_bf16_on_cpu(x)) return round_to_bf16(reduce_all(widen_bf16(x), factor, name));
   Tensor total = Tensor::empty({}, x.dtype(), x.device());
   TSTL_ON_DEVICE(x, sum_all, x, total);
   Tensor out = factor == 1.0 ? total : scale(total, factor);
@@ -316,6 +344,7 @@ DType lse_dtype(const Tensor& logits) { return logits.dtype() == DType::F64 ? DT
 
 Tensor cross_entropy_rows(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   check_cross_entropy(logits, targets);
+  if (is_bf16_on_cpu(logits)) return cross_entropy_rows(widen_bf16(logits), targets, ignore_index);
   Tensor rows = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   Tensor lse = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   TSTL_ON_DEVICE(logits, cross_entropy_forward, logits, targets, ignore_index, rows, lse);
@@ -332,6 +361,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   check_cross_entropy(logits, targets);
   TSTL_CHECK(scored_targets >= -1 && scored_targets <= targets.numel(), "cross_entropy: scored_targets ",
              scored_targets, " outside [-1, ", targets.numel(), "]");
+  // bf16 logits on the CPU: an f32 loss, as the CUDA kernel gives; dlogits rounds to bf16.
+  if (is_bf16_on_cpu(logits)) return cross_entropy(widen_bf16(logits), targets, ignore_index, scored_targets);
   Tensor rows = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   Tensor lse = Tensor::empty(targets.shape(), lse_dtype(logits), logits.device());
   TSTL_ON_DEVICE(logits, cross_entropy_forward, logits, targets, ignore_index, rows, lse);
@@ -358,6 +389,7 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   TSTL_CHECK(p >= 0.0 && p < 1.0, "dropout: probability ", p, " outside [0, 1)");
   check_float(x, "dropout");
   if (p == 0.0) return x;
+  if (is_bf16_on_cpu(x)) return round_to_bf16(dropout(widen_bf16(x), p, seed, offset));
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   TSTL_ON_DEVICE(x, dropout, x, p, seed, offset, y);
   if (needs_grad({&x})) {

@@ -1,5 +1,5 @@
 // The generic differentiable ops. Each is a free function: it checks shapes, computes the result
-// on the inputs' device (CPU: f32 or f64; CUDA: f32, and bf16 where stated) and records an
+// on the inputs' device (f32, f64 or bf16; bf16 on the CPU as described at is_bf16_on_cpu) and records an
 // autograd node when an input requires grad. Gradient contract of every backward: input
 // gradients are returned freshly written; the engine sums them where a tensor is used twice.
 #pragma once
@@ -10,6 +10,19 @@
 #include "core/tensor.h"
 
 namespace tstl {
+
+// Converts x to `dtype` (f32, f64 or bf16): rounds to nearest even when narrowing, exact when
+// widening. Differentiable: the gradient is converted back to x's dtype, so the gradient of a
+// bf16 -> f32 cast is rounded to bf16 exactly where a bf16 kernel would store it. Casting to x's
+// own dtype returns x.
+Tensor cast(const Tensor& x, DType dtype);
+
+// The CPU kernels compute in f32 or f64. A CPU op given bf16 tensors runs as the f32 op between
+// casts: its bf16 inputs widened (exact), its floating outputs rounded to bf16 -- the points where
+// the CUDA bf16 kernels store, with f32 compute (docs/training.md, "Mixed precision").
+bool is_bf16_on_cpu(const Tensor& t);                          // false for an undefined tensor
+Tensor widen_bf16(const Tensor& t);                            // cast(t, f32) for bf16, else t
+Tensor round_to_bf16(const Tensor& t);                         // cast(t, bf16)
 
 // (..., M, K) x (..., K, N) -> (..., M, N), either operand optionally transposed in its last two
 // dims. b may be 2-D (a weight shared by every batch entry) or have a's batch dims exactly.
@@ -39,7 +52,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
 // Joins tensors of equal shape but for dimension `dim` (KV caches, batching); backward narrows.
 Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 
-// Mean over non-ignored rows of -log softmax(logits)[target]. logits (..., V) f32/f64,
+// Mean over non-ignored rows of -log softmax(logits)[target]. logits (..., V) f32/f64/bf16 (the
+// loss is f32 for bf16 logits),
 // targets (...) i32/i64. Forward keeps per-row log-sum-exp (fp32 or better accumulation);
 // backward writes softmax - onehot row by row, never materialising probabilities elsewhere.
 // Rows whose target equals ignore_index contribute nothing. All rows ignored gives loss 0.

@@ -68,7 +68,7 @@ std::vector<double> alibi_scaled_slopes(int64_t heads, int64_t total_len, const 
 
 Tensor alibi_slopes_tensor(int64_t heads, int64_t total_len, const AlibiOptions& options, DType dtype, Device device) {
   Tensor t = Tensor::from_vector(alibi_scaled_slopes(heads, total_len, options), {heads});  // (H)
-  if (dtype != DType::F64) t = t.to(dtype);
+  if (table_dtype_for(dtype) != DType::F64) t = t.to(table_dtype_for(dtype));  // f32 for bf16 activations
   return device == Device::CPU ? t : t.to(device);
 }
 

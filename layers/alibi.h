@@ -39,7 +39,7 @@ struct AlibiOptions {
 //   DynamicNTK: a = max(a0 * L / L_train, 1), L = total_len, then the NTK formula.
 std::vector<double> alibi_scaled_slopes(int64_t heads, int64_t total_len, const AlibiOptions& options);
 
-// The same as an (H) tensor of dtype on device.
+// The same as an (H) tensor on device, of table_dtype_for(dtype): f32 for bf16 activations.
 Tensor alibi_slopes_tensor(int64_t heads, int64_t total_len, const AlibiOptions& options, DType dtype = DType::F32,
                            Device device = Device::CPU);
 

@@ -4,6 +4,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 
 namespace tstl {
 
@@ -22,6 +23,7 @@ const char* part_name(CocaPart part) {
 Tensor coca_op(CocaPart part, const Tensor& x, const RopeTable& table) {
   const char* name = part_name(part);
   const RopeTableView t = rope_table_for(x, table, name);
+  if (is_bf16_on_cpu(x)) return round_to_bf16(coca_op(part, widen_bf16(x), table));
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());  // (B, H, N, d)
   TSTL_ON_DEVICE(x, coca_forward, part, x, t.cos, t.sin, y);
   if (needs_grad({&x})) {

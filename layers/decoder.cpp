@@ -146,22 +146,46 @@ void Decoder::zero_grad() {
   for (auto& [name, p] : params_) p.zero_grad();
 }
 
-Tensor Decoder::norm(const std::string& prefix, const Tensor& x) const {
-  if (config_.rmsnorm) return rms_norm(x, parameter(prefix + ".weight"), config_.norm_eps);
-  return layer_norm(x, parameter(prefix + ".weight"), parameter(prefix + ".bias"), config_.norm_eps);
+namespace {
+const char* const kEmbedIn = "gpt_neox.embed_in.weight";
 }
 
-namespace {
-Tensor optional_parameter(const Decoder& d, const std::string& name) {
-  return d.config().bias ? d.parameter(name) : Tensor();
+void Decoder::cast_weights(DType dtype) {
+  TSTL_CHECK(dtype == DType::BF16 || dtype == DType::F32, "Decoder::cast_weights: expected bf16 or f32, got ",
+             dtype_name(dtype));
+  cast_params_.clear();
+  if (dtype == dtype_) return;  // forward() uses the masters themselves
+  cast_params_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].first != kEmbedIn) cast_params_[i] = cast(params_[i].second, dtype);
 }
-}  // namespace
+
+void Decoder::drop_cast_weights() { cast_params_.clear(); }
+
+DType Decoder::activation_dtype() const {
+  for (const Tensor& t : cast_params_)
+    if (t.defined()) return t.dtype();
+  return dtype_;
+}
+
+const Tensor& Decoder::weight(const std::string& name) const {
+  auto it = index_.find(name);
+  TSTL_CHECK(it != index_.end(), "the model has no parameter named '", name, "'");
+  if (!cast_params_.empty() && cast_params_[it->second].defined()) return cast_params_[it->second];
+  return params_[it->second].second;
+}
+
+Tensor Decoder::norm(const std::string& prefix, const Tensor& x) const {
+  if (config_.rmsnorm) return rms_norm(x, weight(prefix + ".weight"), config_.norm_eps);
+  return layer_norm(x, weight(prefix + ".weight"), weight(prefix + ".bias"), config_.norm_eps);
+}
 
 Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& options, int64_t past) const {
   const ModelConfig& c = config_;
   const std::string p = layer_prefix(layer) + "attention.";
   const int64_t n = h.size(1), total = options.total_len > 0 ? options.total_len : past + n;
-  Tensor qkv = linear(h, parameter(p + "query_key_value.weight"), optional_parameter(*this, p + "query_key_value.bias"));
+  auto optional_weight = [&](const std::string& name) { return c.bias ? weight(name) : Tensor(); };
+  Tensor qkv = linear(h, weight(p + "query_key_value.weight"), optional_weight(p + "query_key_value.bias"));
   Tensor q = split_heads(qkv, c.heads, 0);  // (B, H, N, d)
   Tensor k = split_heads(qkv, c.heads, 1);  // (B, H, N, d): T for CoCA
   Tensor v = split_heads(qkv, c.heads, 2);  // (B, H, N, d)
@@ -172,7 +196,8 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
     RopeOptions rope = options.rope;
     rope.base = c.rope_base;
     if (rope.train_len == 0) rope.train_len = c.train_len;
-    const RopeTable table = rope_table(c.head_dim(), past, n, total, rope, h.dtype(), h.device());
+    // Tables, factors and slopes in table_dtype_for(h): f32 for bf16 activations.
+    const RopeTable table = rope_table(c.head_dim(), past, n, total, rope, table_dtype_for(h.dtype()), h.device());
     switch (c.variant) {
       case Variant::Rope:
         q = tstl::rope(q, table);
@@ -194,14 +219,15 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
       case Variant::Alibi: break;
     }
     if (c.logn || options.logn_inference)
-      attn.logn = logn_factors(past, n, c.train_len, /*inference=*/!c.logn, h.dtype(), h.device());
+      attn.logn = logn_factors(past, n, c.train_len, /*inference=*/!c.logn, table_dtype_for(h.dtype()),
+                               h.device());
   } else {
     AlibiOptions alibi = options.alibi;
     TSTL_CHECK(c.attention_backend != AttentionBackend::Cudnn || alibi.scaling == AlibiScaling::None,
                "model.attention_backend = cudnn covers only cuDNN's own ALiBi slopes, not an ALiBi inference scaling; "
                "use attention_backend = tstl");
     if (alibi.train_len == 0) alibi.train_len = c.train_len;
-    attn.alibi_slopes = alibi_slopes_tensor(c.heads, total, alibi, h.dtype(), h.device());
+    attn.alibi_slopes = alibi_slopes_tensor(c.heads, total, alibi, table_dtype_for(h.dtype()), h.device());
   }
   if (options.cache) {
     KVCache& cache = *options.cache;
@@ -220,22 +246,24 @@ Tensor Decoder::attention(int64_t layer, const Tensor& h, const ForwardOptions& 
   attn.backend = c.attention_backend;
   if (options.capture) options.capture->push_back({q.detach(), k.detach(), attn});
   Tensor o = flash_attention(q, k, v, attn);  // (B, H, N, d)
-  return linear(merge_heads(o), parameter(p + "dense.weight"), optional_parameter(*this, p + "dense.bias"));
+  return linear(merge_heads(o), weight(p + "dense.weight"), optional_weight(p + "dense.bias"));
 }
 
 Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const {
   const ModelConfig& c = config_;
   TSTL_CHECK(ids.dim() == 2, "Decoder::forward: ids must be (batch, length), got ", shape_str(ids.shape()));
   const int64_t past = options.cache ? options.cache->position() : 0;
+  auto optional_weight = [&](const std::string& name) { return c.bias ? weight(name) : Tensor(); };
   // Token ids may come from the host; they follow the parameters to the model's device, checked
   // on the host first (the CUDA kernels read nothing back, core/token_ids.h).
   if (ids.device() == Device::CPU && device_ != Device::CPU) check_embedding_ids(ids, c.vocab_size);
-  Tensor x = embedding(parameter("gpt_neox.embed_in.weight"), ids.device() == device_ ? ids : ids.to(device_));  // (B, N, C)
+  Tensor x = embedding(parameter(kEmbedIn), ids.device() == device_ ? ids : ids.to(device_));  // (B, N, C)
+  x = cast(x, activation_dtype());  // mixed precision: the master rows, rounded once
   for (int64_t i = 0; i < c.layers; ++i) {
     const std::string p = layer_prefix(i);
     auto mlp = [&](const Tensor& h) {
-      return gelu_mlp(h, parameter(p + "mlp.dense_h_to_4h.weight"), optional_parameter(*this, p + "mlp.dense_h_to_4h.bias"),
-                      parameter(p + "mlp.dense_4h_to_h.weight"), optional_parameter(*this, p + "mlp.dense_4h_to_h.bias"));
+      return gelu_mlp(h, weight(p + "mlp.dense_h_to_4h.weight"), optional_weight(p + "mlp.dense_h_to_4h.bias"),
+                      weight(p + "mlp.dense_4h_to_h.weight"), optional_weight(p + "mlp.dense_4h_to_h.bias"));
     };
     if (c.parallel_residual) {  // x + Attn(LN1 x) + MLP(LN2 x)
       Tensor a = attention(i, norm(p + "input_layernorm", x), options, past);
@@ -247,7 +275,7 @@ Tensor Decoder::forward(const Tensor& ids, const ForwardOptions& options) const 
     }
   }
   x = norm("gpt_neox.final_layer_norm", x);
-  return linear(x, parameter("embed_out.weight"), Tensor());  // (B, N, V)
+  return linear(x, weight("embed_out.weight"), Tensor());  // (B, N, V)
 }
 
 Tensor Decoder::loss(const Tensor& inputs, const Tensor& targets, int64_t ignore_index) const {

@@ -93,8 +93,20 @@ class Decoder {
   int64_t parameter_count(bool include_embeddings = true) const;
   void zero_grad();
 
+  // Mixed precision (docs/training.md, "Mixed precision"): the parameters stay the master
+  // weights; cast_weights(bf16) makes the copies that forward() then computes with, one
+  // differentiable cast per parameter, so that every backward through them (one per micro-batch)
+  // accumulates its gradient into the masters' f32 .grad(). The input embedding is a gather, not
+  // a product: it reads the master rows and rounds the gathered rows to bf16 (no copy). Made under
+  // NoGradGuard, the copies carry no graph (evaluation). drop_cast_weights() returns forward() to
+  // the master weights; the copies are stale once an optimizer step has changed the masters.
+  void cast_weights(DType dtype);
+  void drop_cast_weights();
+  DType activation_dtype() const;  // the copies' dtype while they exist, else the parameters'
+
  private:
   Tensor& add_parameter(const std::string& name, const Shape& shape);
+  const Tensor& weight(const std::string& name) const;  // the copy of parameter(name), or the master
   Tensor attention(int64_t layer, const Tensor& h, const ForwardOptions& options, int64_t past) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;
 
@@ -102,6 +114,7 @@ class Decoder {
   DType dtype_;
   Device device_;
   std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<Tensor> cast_params_;  // cast_weights' copies in params_' order (embed_in undefined), or empty
   std::map<std::string, size_t> index_;
 };
 

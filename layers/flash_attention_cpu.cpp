@@ -28,6 +28,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 #include "layers/flash_attention.h"
 #include "layers/flash_attention_cudnn.h"
 #include "layers/flash_attention_cpu_rows.h"
@@ -411,9 +412,8 @@ int64_t check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor* v
                                const char* op) {
   TSTL_CHECK(q.dim() == 4, op, ": q must be (B, H, N, d), got ", shape_str(q.shape()));
   TSTL_CHECK(k.dim() == 4, op, ": k must be (B, H, M, d), got ", shape_str(k.shape()));
-  TSTL_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64 || (q.dtype() == DType::BF16 && q.device() == Device::CUDA),
-             op, ": expected f32 or f64 tensors (bf16 on CUDA), got ", dtype_name(q.dtype()), " on ",
-             device_name(q.device()));
+  TSTL_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64 || q.dtype() == DType::BF16, op,
+             ": expected f32, f64 or bf16 tensors, got ", dtype_name(q.dtype()), " on ", device_name(q.device()));
   check_same_dtype(q, k, op);
   check_same_device(q, k, op);
   const int64_t batch = q.size(0), heads = q.size(1), n_queries = q.size(2), head_dim = q.size(3);
@@ -455,6 +455,10 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
              "flash_attention: tile sizes (", tiles.block_q, ", ", tiles.block_k, ") must be positive");
   const FlashTiles tiles_used{tiles.block_q == FlashTiles::kByShape ? (q.size(2) <= 256 ? 32 : 64) : tiles.block_q,
                               tiles.block_k};
+  // bf16 on the CPU: the f32 kernels on widened q, k, v (P and the statistics stay f32, as in the
+  // CUDA kernels); the output rounded to bf16.
+  if (is_bf16_on_cpu(q))
+    return round_to_bf16(flash_attention(widen_bf16(q), widen_bf16(k), widen_bf16(v), opt, tiles));
   const bool on_cuda = q.device() == Device::CUDA;
   // Statistics and constants: in the inputs' dtype on the CPU, f32 on CUDA (also for bf16).
   const DType stat_dtype = on_cuda ? DType::F32 : q.dtype();

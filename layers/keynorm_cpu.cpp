@@ -6,14 +6,16 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 
 namespace tstl {
 
 Tensor key_norm(const Tensor& k, double eps) {
   TSTL_CHECK(k.dim() >= 1 && k.size(-1) > 0, "key_norm: expected (..., d) with d > 0, got ", shape_str(k.shape()));
   TSTL_CHECK(eps > 0, "key_norm: eps must be > 0, got ", eps);
-  TSTL_CHECK(k.dtype() == DType::F32 || k.dtype() == DType::F64 || (k.dtype() == DType::BF16 && k.device() == Device::CUDA),
-             "key_norm: expected f32 or f64 (bf16 on CUDA), got ", dtype_name(k.dtype()));
+  TSTL_CHECK(k.dtype() == DType::F32 || k.dtype() == DType::F64 || k.dtype() == DType::BF16,
+             "key_norm: expected f32, f64 or bf16, got ", dtype_name(k.dtype()));
+  if (is_bf16_on_cpu(k)) return round_to_bf16(key_norm(widen_bf16(k), eps));
   const int64_t d = k.size(-1), rows = k.numel() / d;
   Tensor kn = Tensor::empty(k.shape(), k.dtype(), k.device());  // (..., d)
   // Norms are kept in f32 for bf16 keys and in the keys' dtype otherwise.

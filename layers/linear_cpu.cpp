@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 
 namespace tstl {
 
@@ -13,8 +14,8 @@ namespace {
 
 void check_float(const Tensor& t, const char* op, const char* what) {
   TSTL_CHECK(
-      t.dtype() == DType::F32 || t.dtype() == DType::F64 || (t.dtype() == DType::BF16 && t.device() == Device::CUDA),
-      op, ": ", what, " must be f32 or f64 (bf16 on CUDA), got ", dtype_name(t.dtype()));
+      t.dtype() == DType::F32 || t.dtype() == DType::F64 || t.dtype() == DType::BF16, op, ": ", what,
+      " must be f32, f64 or bf16, got ", dtype_name(t.dtype()));
 }
 
 // Checks that weight (out, in) and bias (out) (may be undefined) fit x (..., in).
@@ -114,6 +115,7 @@ bool wants_grad(const Tensor& t) {
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_float(x, "linear", "x");
   check_affine(x, weight, bias, "linear", "weight", "bias");
+  if (is_bf16_on_cpu(x)) return round_to_bf16(linear(widen_bf16(x), widen_bf16(weight), widen_bf16(bias)));
   const Shape x_shape = x.shape(), w_shape = weight.shape();
   Tensor y = affine_forward(x, weight, bias, with_last(x_shape, w_shape[0]));  // (..., out)
   if (!needs_grad({&x, &weight, &bias})) return y;
@@ -133,6 +135,9 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w_in, const Tensor& b_in, const T
   check_float(x, "gelu_mlp", "x");
   check_affine(x, w_in, b_in, "gelu_mlp", "w_in", "b_in");
   TSTL_CHECK(w_out.dim() == 2, "gelu_mlp: w_out must be (out, ffn), got ", shape_str(w_out.shape()));
+  // bf16 on the CPU: the unfused ops, each rounding its output, so that the hidden activation
+  // and its GELU are stored in bf16 as the CUDA kernels store them.
+  if (is_bf16_on_cpu(x)) return linear(gelu(linear(x, w_in, b_in)), w_out, b_out);
   const int64_t ffn = w_in.size(0);
   const Shape x_shape = x.shape(), h_shape = with_last(x_shape, ffn);
   const Shape w_in_shape = w_in.shape(), w_out_shape = w_out.shape();

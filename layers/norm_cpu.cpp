@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 
 namespace tstl {
 namespace kernels {
@@ -136,9 +137,8 @@ void norm_backward_cpu(const NormArgs& args, const Tensor& x, const Tensor& gain
 namespace {
 
 void check_norm_inputs(const Tensor& x, const Tensor& gain, const Tensor& bias, double eps, const char* op) {
-  TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64 || (x.dtype() == DType::BF16 && x.device() == Device::CUDA),
-             op, ": expected x of dtype f32 or f64 (bf16 on CUDA), got ", dtype_name(x.dtype()), " on ",
-             device_name(x.device()));
+  TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64 || x.dtype() == DType::BF16, op,
+             ": expected x of dtype f32, f64 or bf16, got ", dtype_name(x.dtype()), " on ", device_name(x.device()));
   TSTL_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": x must be (..., C) with C > 0, got ", shape_str(x.shape()));
   TSTL_CHECK(eps >= 0.0, op, ": eps must be >= 0, got ", eps);
   const Shape row{x.size(-1)};
@@ -154,6 +154,8 @@ void check_norm_inputs(const Tensor& x, const Tensor& gain, const Tensor& bias, 
 
 Tensor norm(const Tensor& x, const Tensor& gain, const Tensor& bias, double eps, bool centered, const char* op) {
   check_norm_inputs(x, gain, bias, eps, op);
+  if (is_bf16_on_cpu(x))  // statistics in f32, the normalised output rounded to bf16
+    return round_to_bf16(norm(widen_bf16(x), widen_bf16(gain), widen_bf16(bias), eps, centered, op));
   kernels::NormArgs args;
   args.cols = x.size(-1);
   args.rows = x.numel() / args.cols;

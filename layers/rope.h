@@ -40,7 +40,8 @@ struct RopeTable {
 
 // The rotation table for positions [start, start + count) of head dim d, for a sequence whose
 // current total length is total_len (>= start + count; the dynamic methods depend on it). Angles
-// are computed in double and converted to dtype at the end. Tables are built per call, never
+// are computed in double and converted at the end to table_dtype_for(dtype): dtype is the
+// activations' dtype, and bf16 activations get an f32 table. Tables are built per call, never
 // cached: a table for one total length must not be reused for another under DynamicNTK.
 RopeTable rope_table(int64_t d, int64_t start, int64_t count, int64_t total_len, const RopeOptions& options,
                      DType dtype = DType::F32, Device device = Device::CPU);
@@ -59,7 +60,8 @@ Tensor rope(const Tensor& x, const RopeTable& table);
 
 // Log-n query factors (count): s_i = log(i+1) / log(train_len) for absolute positions
 // i = start .. start+count-1; at inference (a model not trained with log-n) max(1, s_i).
-// Constants, no gradient; the attention kernel multiplies row i's logits by s_i.
+// Constants, no gradient; the attention kernel multiplies row i's logits by s_i. In
+// table_dtype_for(dtype): f32 for bf16 activations.
 Tensor logn_factors(int64_t start, int64_t count, int64_t train_len, bool inference, DType dtype = DType::F32,
                     Device device = Device::CPU);
 

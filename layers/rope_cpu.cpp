@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/kernels.h"
+#include "core/ops.h"
 
 namespace tstl {
 
@@ -84,9 +85,9 @@ RopeTable rope_table(int64_t d, int64_t start, int64_t count, int64_t total_len,
   t.start = start;
   t.cos = Tensor::from_vector(cos_values, {count, h});
   t.sin = Tensor::from_vector(sin_values, {count, h});
-  if (dtype != DType::F64) {
-    t.cos = t.cos.to(dtype);
-    t.sin = t.sin.to(dtype);
+  if (table_dtype_for(dtype) != DType::F64) {  // f32 for bf16 activations
+    t.cos = t.cos.to(table_dtype_for(dtype));
+    t.sin = t.sin.to(table_dtype_for(dtype));
   }
   if (device != Device::CPU) {
     t.cos = t.cos.to(device);
@@ -108,7 +109,7 @@ RopeTableView rope_table_for(const Tensor& x, const RopeTable& table, const char
     TSTL_CHECK(view.cos.dtype() == DType::F32, op, ": bf16 inputs take an f32 table, got ",
                dtype_name(view.cos.dtype()));
   } else {
-    TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": expected f32 or f64 (bf16 on CUDA), got ",
+    TSTL_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": expected f32, f64 or bf16, got ",
                dtype_name(x.dtype()));
     if (view.cos.dtype() != x.dtype()) {
       view.cos = view.cos.to(x.dtype());
@@ -120,6 +121,7 @@ RopeTableView rope_table_for(const Tensor& x, const RopeTable& table, const char
 
 Tensor rope(const Tensor& x, const RopeTable& table) {
   const RopeTableView t = rope_table_for(x, table, "rope");
+  if (is_bf16_on_cpu(x)) return round_to_bf16(rope(widen_bf16(x), table));  // the f32 table as is
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());  // (B, H, N, d)
   TSTL_ON_DEVICE(x, rope_apply, x, t.cos, t.sin, false, y);
   if (needs_grad({&x})) {
@@ -142,7 +144,7 @@ Tensor logn_factors(int64_t start, int64_t count, int64_t train_len, bool infere
     s[static_cast<size_t>(r)] = inference ? std::max(1.0, v) : v;
   }
   Tensor out = Tensor::from_vector(s, {count});
-  if (dtype != DType::F64) out = out.to(dtype);
+  if (table_dtype_for(dtype) != DType::F64) out = out.to(table_dtype_for(dtype));  // f32 for bf16 activations
   return device == Device::CPU ? out : out.to(device);
 }
 

@@ -39,6 +39,7 @@ std::string metrics_json(const StepMetrics& m) {
      << ",\"mfu\":" << json_number(m.mfu);
   if (m.val_loss) os << ",\"val_loss\":" << json_number(*m.val_loss);
   if (m.skipped_steps > 0) os << ",\"skipped_steps\":" << m.skipped_steps;
+  if (!m.precision.empty()) os << ",\"precision\":\"" << m.precision << "\"";
   os << "}";
   return os.str();
 }

@@ -18,10 +18,11 @@ struct StepMetrics {
   double tokens_per_s = 0, mfu = 0;
   std::optional<double> val_loss;  // written only when evaluated at this step
   int64_t skipped_steps = 0;       // non-finite steps skipped so far; written only when > 0
+  std::string precision;           // train.precision as run (f32, bf16); written when set
 };
 
 // {"step":40,"tokens":...,"loss":...,"lr":...,"grad_norm":...,"ms":...,"tokens_per_s":...,
-//  "mfu":...[,"val_loss":...][,"skipped_steps":...]}; numbers as the shortest text that reads
+//  "mfu":...[,"val_loss":...][,"skipped_steps":...][,"precision":"bf16"]}; numbers as the shortest text that reads
 // back exactly, non-finite ones as null.
 std::string metrics_json(const StepMetrics& m);
 

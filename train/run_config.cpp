@@ -45,6 +45,8 @@ TrainConfig train_config_from(const Config& cfg) {
   t.skip_nonfinite = cfg.get<bool>("train.skip_nonfinite");
   t.threads = cfg.get<int64_t>("train.threads");
   t.device = cfg.get<std::string>("train.device") == "cuda" ? Device::CUDA : Device::CPU;
+  const std::string precision = cfg.get<std::string>("train.precision");
+  t.precision = precision == "bf16" || (precision == "auto" && t.device == Device::CUDA) ? DType::BF16 : DType::F32;
   t.peak_flops = cfg.get<double>("train.peak_flops");
   t.zero = cfg.get<int64_t>("train.zero");
   TSTL_CHECK(t.zero == 0 || t.zero == 1, "train.zero must be 0 (plain data parallel) or 1 (ZeRO-1), got ", t.zero);

@@ -37,6 +37,9 @@ struct TrainConfig {
   bool skip_nonfinite = false;
   int64_t threads = 0;  // 0: all cores
   Device device = Device::CPU;
+  // The activations' dtype (docs/training.md, "Mixed precision"): f32, or bf16 with f32 master
+  // weights; train.precision = auto resolves to bf16 on CUDA and f32 on the CPU.
+  DType precision = DType::F32;
   double peak_flops = 0;  // FLOP/s; 0: the cached CPU peak or the GPU table (train/peak_flops.h)
   // Data parallel (docs/distributed.md).
   int64_t zero = 0;              // 0: every rank holds all AdamW moments; 1: ZeRO-1, sharded

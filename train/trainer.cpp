@@ -237,7 +237,12 @@ void Trainer::build_model(const ModelConfig& model_config) {
     TSTL_CHECK(cuda_available(), "train.device = cuda, but no CUDA device is present");
     if (world() > 1) cuda::select_device(comm_->env().local_rank);  // one GPU per rank, before any allocation
   }
+  // The parameters are the f32 master weights in either precision; bf16 runs on copies made per
+  // step (cast_weights in accumulate_step and evaluate).
   model_ = std::make_unique<Decoder>(model_config, DType::F32, train_.device);
+  if (cfg_.get<std::string>("train.precision") == "auto")  // the saved config says what ran
+    cfg_.set("train.precision", dtype_name(train_.precision),
+             str("train.precision = auto on ", device_name(train_.device)));
 }
 
 void Trainer::build_optimizer() {
@@ -348,6 +353,10 @@ double Trainer::evaluate() {
   // can send a signal while it runs).
   std::printf("step %lld: validation loss over %zu windows\n", static_cast<long long>(state_.step), val_windows_.size());
   std::fflush(stdout);
+  if (train_.precision != DType::F32) {  // copies of this step's weights, without a graph
+    NoGradGuard no_grad;
+    model_->cast_weights(train_.precision);
+  }
   if (world() == 1) return validation_loss(*model_, val_windows_, train_.batch_size);
   // Each rank scores its slice of the fixed windows; the mean is over all of them.
   const int64_t n = static_cast<int64_t>(val_windows_.size());
@@ -407,7 +416,13 @@ void Trainer::log_startup() {
               file_.path().c_str(), tokenizer_->identity().c_str(), static_cast<long long>(train_split_.n_tokens()),
               static_cast<unsigned long long>(sampler_->windows_per_epoch()), static_cast<long long>(seq_len + 1),
               val_windows_.size());
-  if (model_->device() == Device::CUDA) std::printf("device: %s (f32)\n", cuda::device_name().c_str());
+  const std::string device = model_->device() == Device::CUDA ? cuda::device_name() : std::string("cpu");
+  if (train_.precision == DType::BF16) {
+    std::printf("device: %s; precision bf16: f32 master weights, AdamW moments and gradients, bf16 weight copies"
+                " (one cast per step) and activations\n", device.c_str());
+  } else {
+    std::printf("device: %s; precision f32\n", device.c_str());
+  }
   const std::string ranks = world() > 1 ? str(world(), " ranks x ") : "";
   std::printf("steps: %lld x (%s%lld x %lld micro-batches of %lld tokens) = %lld tokens per step; %d threads%s\n",
               static_cast<long long>(train_.max_steps), ranks.c_str(), static_cast<long long>(accum),
@@ -470,6 +485,9 @@ bool Trainer::accumulate_step() {
   // Every micro-batch's mean loss weighs 1 / (grad_accum x world) of the step: the ranks' summed
   // gradients are then the global batch's mean-loss gradient.
   const double weight = 1.0 / static_cast<double>(accum * world());
+  // Mixed precision: this step's bf16 copies of the weights, cast once for all its micro-batches;
+  // each micro-batch's backward runs through the casts into the masters' f32 gradients.
+  if (train_.precision != DType::F32) model_->cast_weights(train_.precision);
   while (state_.micro_done < accum) {
     // The last micro-batch's backward launches the gradient buckets as they complete.
     if (buckets_ && state_.micro_done == accum - 1) buckets_->begin();
@@ -507,6 +525,7 @@ StepMetrics Trainer::apply_update() {
   } else {
     optimizer_step(m.lr);
   }
+  model_->drop_cast_weights();  // stale now: the next step (or evaluation) casts the new weights
   for (const auto& [name, p] : params) Tensor(p).zero_grad();  // the same parameter, its gradient dropped
   ++state_.step;
   state_.micro_done = 0;
@@ -518,6 +537,7 @@ StepMetrics Trainer::apply_update() {
   m.loss = loss;
   m.grad_norm = norm;
   m.skipped_steps = state_.skipped;
+  m.precision = dtype_name(train_.precision);
   return m;
 }
 
