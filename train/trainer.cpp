@@ -50,7 +50,7 @@ void split_window_batch(const std::vector<int32_t>& rows, int64_t count, int64_t
 
 }  // namespace
 
-double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
+Tensor micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
                             int64_t micro_batch, double weight) {
   const int64_t window = sampler.window();
   std::vector<int32_t> rows(static_cast<size_t>(micro_batch * window));
@@ -59,7 +59,7 @@ double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, u
   split_window_batch(rows, micro_batch, window, inputs, targets);
   Tensor loss = scale(model.loss(inputs, targets), weight);
   loss.backward();
-  return loss.item();
+  return cast(loss.detach(), DType::F64);
 }
 
 double accumulate_gradients(const Decoder& model, const TrainSampler& sampler, int64_t step, int64_t micro_batch,
@@ -70,7 +70,7 @@ double accumulate_gradients(const Decoder& model, const TrainSampler& sampler, i
     const uint64_t first = global_sample_index(static_cast<uint64_t>(step), micro, 0, 1, micro_batch, grad_accum);
     // Every micro-batch scores micro_batch * (window - 1) tokens, the step grad_accum times that:
     // the token weight of each micro-batch's mean loss is 1 / grad_accum.
-    weighted += micro_batch_backward(model, sampler, first, micro_batch, 1.0 / static_cast<double>(grad_accum));
+    weighted += micro_batch_backward(model, sampler, first, micro_batch, 1.0 / static_cast<double>(grad_accum)).item();
   }
   return weighted;
 }
@@ -101,6 +101,7 @@ struct RunState {
   int64_t step = 0, tokens_seen = 0, skipped = 0;
   int64_t micro_done = 0;   // micro-batches of the current step already run
   double partial_loss = 0;  // their weighted losses, summed
+  Tensor partial_loss_on_device;  // () f64: the same sum, not yet read, between accumulate_step and apply_update
   uint64_t cursor = 0;      // global sample index where step `step` starts (the data cursor)
 };
 
@@ -488,14 +489,19 @@ bool Trainer::accumulate_step() {
   // Mixed precision: this step's bf16 copies of the weights, cast once for all its micro-batches;
   // each micro-batch's backward runs through the casts into the masters' f32 gradients.
   if (train_.precision != DType::F32) model_->cast_weights(train_.precision);
+  // The weighted losses are summed on the model's device, starting from what a resumed step had
+  // summed (the same f64 additions in the same order as summing on the host), and read once: when
+  // the step ends (apply_update) or is saved half-way.
+  Tensor loss_sum = Tensor::from_vector(std::vector<double>{state_.partial_loss}, {}).to(model_->device());  // ()
   while (state_.micro_done < accum) {
     // The last micro-batch's backward launches the gradient buckets as they complete.
     if (buckets_ && state_.micro_done == accum - 1) buckets_->begin();
     const uint64_t first = state_.cursor + static_cast<uint64_t>((comm_->rank() * accum + state_.micro_done) * batch);
-    state_.partial_loss += micro_batch_backward(*model_, *sampler_, first, batch, weight);
+    loss_sum = add(loss_sum, micro_batch_backward(*model_, *sampler_, first, batch, weight));
     ++state_.micro_done;
     // With several ranks (or ZeRO-1) a stop waits for the step's end, where all ranks agree on it.
     if (!buckets_ && stop_requested() && state_.micro_done < accum) {
+      state_.partial_loss = loss_sum.item();
       save(/*partial=*/true);
       std::printf("stopped by signal %d during step %lld after %lld of %lld micro-batches; resume with the same command\n",
                   stop_signal(), static_cast<long long>(state_.step + 1), static_cast<long long>(state_.micro_done),
@@ -503,15 +509,19 @@ bool Trainer::accumulate_step() {
       return false;
     }
   }
+  state_.partial_loss_on_device = loss_sum;
   return true;
 }
 
 StepMetrics Trainer::apply_update() {
   const auto& params = model_->named_parameters();
   if (buckets_) buckets_->finish();
-  const double loss = world() > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
   bool finite_grad = true;
-  const double norm = clip_gradients(finite_grad);
+  const double norm = clip_gradients(finite_grad);  // reads the gradient statistics: the step's wait
+  // Read after the statistics, when the device has long computed it (on CUDA a second, short wait).
+  if (state_.partial_loss_on_device.defined()) state_.partial_loss = state_.partial_loss_on_device.item();
+  state_.partial_loss_on_device = Tensor();
+  const double loss = world() > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
   StepMetrics m;
   m.lr = learning_rate(state_.step, optim_.schedule);
   if (!std::isfinite(loss) || !finite_grad) {  // the same values, so the same decision, on every rank

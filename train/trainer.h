@@ -14,8 +14,9 @@ namespace tstl {
 
 // Forward and backward of the micro-batch of global samples [first_sample, first_sample +
 // micro_batch), its mean loss weighted by `weight`; gradients accumulate into the parameters'
-// .grad. Returns the weighted loss.
-double micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
+// .grad. Returns the weighted loss as a detached f64 scalar on the model's device: on CUDA reading
+// it is a synchronisation, so the trainer sums the step's losses there and reads them once.
+Tensor micro_batch_backward(const Decoder& model, const TrainSampler& sampler, uint64_t first_sample,
                             int64_t micro_batch, double weight);
 
 // One optimizer step's forward and backward passes: micro-batches first_micro..grad_accum-1 of
