@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/kernels.h"
+#include "core/ops.h"
 #include "core/reduce.h"
 
 namespace tstl {
@@ -97,6 +98,17 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
   const Tensor stats = grad_stats_on_device(grads, grads.empty() ? Device::CPU : grads.front().device());
   clip_by_stats(grads, stats, max_norm);
   return std::sqrt(read_grad_stats(stats).sum_squares);
+}
+
+double clip_grad_norm_reading(const NamedTensors& params, double max_norm, const Tensor& scalar, double& scalar_value) {
+  TSTL_CHECK(scalar.numel() == 1 && scalar.dtype() == DType::F64, "clip_grad_norm_reading: expected one f64 element, got ",
+             shape_str(scalar.shape()), " ", dtype_name(scalar.dtype()));
+  const std::vector<Tensor> grads = gradients_of(params);
+  const Tensor stats = grad_stats_on_device(grads, scalar.device());  // (2) [sum of squares, non-finite]
+  clip_by_stats(grads, stats, max_norm);
+  const std::vector<double> read = concat({stats, scalar.reshape({1})}, 0).to_vector<double>();  // (3), one read
+  scalar_value = read[2];
+  return std::sqrt(read[0]);
 }
 
 std::string first_nonfinite_gradient(const NamedTensors& params) {

@@ -60,6 +60,10 @@ double grad_norm(const NamedTensors& params);
 // returned unchanged and the gradients are left alone (the caller stops or skips the step).
 // On CUDA: the three calls above, so one synchronisation (the read of the norm) in all.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
+// clip_grad_norm that reads `scalar` (one f64 element on the gradients' device) in the same device
+// read as the norm, into scalar_value: the trainer's step loss rides along, so that a training
+// step waits for the device once (docs/gpu.md).
+double clip_grad_norm_reading(const NamedTensors& params, double max_norm, const Tensor& scalar, double& scalar_value);
 // The name of the first parameter (in the given order) whose gradient has a NaN or Inf; "" if none.
 // (On CUDA one read per parameter: for the error message of a run that stops, not for every step.)
 std::string first_nonfinite_gradient(const NamedTensors& params);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "core/autograd.h"
 #include "core/comm.h"
@@ -517,10 +518,7 @@ StepMetrics Trainer::apply_update() {
   const auto& params = model_->named_parameters();
   if (buckets_) buckets_->finish();
   bool finite_grad = true;
-  const double norm = clip_gradients(finite_grad);  // reads the gradient statistics: the step's wait
-  // Read after the statistics, when the device has long computed it (on CUDA a second, short wait).
-  if (state_.partial_loss_on_device.defined()) state_.partial_loss = state_.partial_loss_on_device.item();
-  state_.partial_loss_on_device = Tensor();
+  const double norm = clip_gradients(finite_grad);  // reads the statistics and the loss: the step's wait
   const double loss = world() > 1 ? comm_->sum(state_.partial_loss) : state_.partial_loss;
   StepMetrics m;
   m.lr = learning_rate(state_.step, optim_.schedule);
@@ -552,13 +550,20 @@ StepMetrics Trainer::apply_update() {
 }
 
 double Trainer::clip_gradients(bool& finite) {
-  if (!zero_) {
-    const double norm = clip_grad_norm(model_->named_parameters(), optim_.clip);
+  // The step's loss sum (accumulate_step) is read here too, into state_.partial_loss.
+  Tensor loss_sum = std::exchange(state_.partial_loss_on_device, Tensor());  // () f64
+  if (!loss_sum.defined())
+    loss_sum = Tensor::from_vector(std::vector<double>{state_.partial_loss}, {}).to(model_->device());
+  if (!zero_) {  // one device read for the norm and the loss
+    const double norm =
+        clip_grad_norm_reading(model_->named_parameters(), optim_.clip, loss_sum, state_.partial_loss);
     finite = std::isfinite(norm);
     return norm;
   }
-  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices.
+  // ZeRO-1: each rank holds a slice of the reduced gradient; the norm is over all slices (read
+  // inside clip_shard_grads, after its all-reduce), then the loss (a second, short read on CUDA).
   const GradStats all = zero_->clip_shard_grads(buckets_->shard_grads(), optim_.clip);
+  state_.partial_loss = loss_sum.item();
   const double norm = std::sqrt(all.sum_squares);
   finite = std::isfinite(norm) && all.nonfinite == 0;
   return norm;

@@ -59,6 +59,29 @@ TEST(DeviceClip, ClipsFromStatsSummedOverTwoListsLikeOneList) {
               2.0, 1e-6);
 }
 
+TEST(DeviceClip, ReadingAScalarAlongClipsExactlyLikeClipGradNorm) {
+  // The trainer's step loss rides along with the norm in one read (clip_grad_norm_reading): the
+  // norm and the clipped gradients are clip_grad_norm's, bit for bit, and the scalar comes back.
+  auto make = [] {
+    NamedTensors params;
+    const std::vector<std::vector<float>> values = {{0.3f, -1.7f, 2.9f}, {4.1f, -0.2f}};
+    for (size_t i = 0; i < values.size(); ++i) {
+      Tensor p = Tensor::zeros({static_cast<int64_t>(values[i].size())});
+      p.set_grad(Tensor::from_vector<float>(values[i], {static_cast<int64_t>(values[i].size())}));
+      params.emplace_back("p" + std::to_string(i), p);
+    }
+    return params;
+  };
+  NamedTensors plain = make(), reading = make();
+  const double expected = clip_grad_norm(plain, 1.5);
+  double loss = 0;
+  EXPECT_EQ(clip_grad_norm_reading(reading, 1.5, Tensor::from_vector<double>({2.625}, {}), loss), expected);
+  EXPECT_EQ(loss, 2.625);
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_EQ(reading[i].second.grad().to_vector<float>(), plain[i].second.grad().to_vector<float>());
+  EXPECT_THROW(clip_grad_norm_reading(reading, 1.5, Tensor::from_vector<float>({1.0f}, {}), loss), Error);
+}
+
 TEST(DeviceClip, NonFiniteOrSmallNormLeavesGradientsAlone) {
   std::vector<Tensor> g = {Tensor::from_vector<float>({3, 4}, {2})};
   clip_by_stats(g, grad_stats_on_device(g, Device::CPU), 5.0);  // norm 5 is not above 5
