@@ -2,22 +2,13 @@
 // its position, with the CPU kernels' messages; ignore_index passes as a target.
 #include <gtest/gtest.h>
 
-#include <functional>
 #include <string>
 
 #include "core/token_ids.h"
+#include "common/error_of.h"
 
 namespace tstl {
 namespace {
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(TokenIds, EmbeddingIdsOutsideTheVocabularyAreNamedWithTheirPosition) {
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 11, 4, -1}, {5});
@@ -27,7 +18,7 @@ TEST(TokenIds, EmbeddingIdsOutsideTheVocabularyAreNamedWithTheirPosition) {
   EXPECT_NE(error_of([&] { check_embedding_ids(wide, 12); })
                 .find("embedding: id -1 at position 4 outside [0, 12)"),
             std::string::npos);
-  EXPECT_EQ(error_of([&] { check_embedding_ids(Tensor::from_vector(std::vector<int64_t>{0, 5, 9}, {1, 3}), 10); }), "");
+  EXPECT_NO_THROW(check_embedding_ids(Tensor::from_vector(std::vector<int64_t>{0, 5, 9}, {1, 3}), 10));
 }
 
 TEST(TokenIds, TargetsOutsideTheVocabularyAreNamedAndIgnoreIndexPasses) {
@@ -36,7 +27,7 @@ TEST(TokenIds, TargetsOutsideTheVocabularyAreNamedAndIgnoreIndexPasses) {
             std::string::npos);
   EXPECT_NE(error_of([&] { check_target_ids(t, 7, -100); }).find("target -1 at row 1 outside [0, 7)"),
             std::string::npos);
-  EXPECT_EQ(error_of([&] { check_target_ids(t, 7, -1); }), "");
+  EXPECT_NO_THROW(check_target_ids(t, 7, -1));
 }
 
 TEST(TokenIds, FloatIdsAreRejected) {

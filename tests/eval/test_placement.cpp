@@ -7,21 +7,12 @@
 #include "core/autograd.h"
 #include "eval/eval_test_util.h"
 #include "eval/inference_model.h"
+#include "common/error_of.h"
 
 namespace tstl {
 namespace {
 
 // The message of the error `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Placement, ParsesDeviceAndDtypeWithTheirDefaults) {
   InferencePlacement p = parse_placement("cpu", "");
   EXPECT_EQ(p.device, Device::CPU);

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "optim/adamw.h"
 #include "optim/adamw_multi_tensor.h"
 #include "optim/clip.h"
+#include "common/error_of.h"
 
 namespace tstl {
 namespace {
@@ -164,15 +164,6 @@ TEST(GpuSyncs, ADecoderTrainingStepSynchronisesOnce) {
     EXPECT_TRUE(std::isfinite(norm) && norm > 0) << norm;
     EXPECT_EQ(cuda::sync_count() - before, 1) << "step " << s;
   }
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(GpuErrors, HostIdsOutsideTheVocabularyAreReportedBeforeUpload) {

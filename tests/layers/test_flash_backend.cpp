@@ -9,23 +9,12 @@
 #include "common/gradcheck.h"
 #include "layers/decoder.h"
 #include "layers/flash_attention.h"
+#include "common/error_of.h"
 
 namespace tstl {
 namespace {
 
 using testing::random_input;
-
-// The message of the Error fn throws; fails the test when it does not throw.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
 
 void expect_contains(const std::string& message, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;

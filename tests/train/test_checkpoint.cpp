@@ -25,6 +25,7 @@
 #include "core/hdf5.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "common/error_of.h"
 
 namespace tstl {
 namespace {
@@ -84,16 +85,6 @@ void expect_matches(const CheckpointState& loaded, const CheckpointState& saved)
   EXPECT_EQ(loaded.config, saved.config);
   EXPECT_EQ(loaded.tokenizer, saved.tokenizer);
   EXPECT_EQ(loaded.counters, saved.counters);
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Checkpoint, RoundTripIsBitwise) {
