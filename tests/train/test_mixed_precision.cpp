@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/cli_test_util.h"
-#include "common/shared_fixture.h"
+#include "common/sotu_fixture.h"
 #include "train/checkpoint.h"
 
 namespace tstl {
@@ -24,15 +24,7 @@ using test::ScratchDir;
 
 const std::string kSource = TSTL_SOURCE_DIR;
 
-// The same prepared corpus as tests/train/test_trainer.cpp (one shared fixture file).
-const std::string& corpus_file() {
-  static const std::string path = test::shared_fixture("sotu-24-byte.h5", [](const std::string& out) {
-    const RunResult r = run_tstl("prepare --input " + kSource + "/data/corpus/sotu --max-documents 24 --tokenizer byte"
-                                 " --val-fraction 0.1 --output " + out);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-  });
-  return path;
-}
+const std::string& corpus_file() { return test::sotu_24_byte_file(); }  // common/sotu_fixture.h
 
 // The tiny config (2 layers, hidden 32) with two micro-batches per step, so that the step's one
 // cast serves both and a stop can fall between them.

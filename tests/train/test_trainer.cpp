@@ -15,7 +15,7 @@
 #include <tuple>
 
 #include "common/cli_test_util.h"
-#include "common/shared_fixture.h"
+#include "common/sotu_fixture.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "data/sampler.h"
@@ -34,16 +34,7 @@ using test::ScratchDir;
 
 const std::string kSource = TSTL_SOURCE_DIR;
 
-// A token file of a few addresses of the bundled corpus, made once for the whole suite
-// (common/shared_fixture.h).
-const std::string& corpus_file() {
-  static const std::string path = test::shared_fixture("sotu-24-byte.h5", [](const std::string& out) {
-    const RunResult r = run_tstl("prepare --input " + kSource + "/data/corpus/sotu --max-documents 24 --tokenizer byte"
-                                 " --val-fraction 0.1 --output " + out);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-  });
-  return path;
-}
+const std::string& corpus_file() { return test::sotu_24_byte_file(); }  // common/sotu_fixture.h
 
 // The small config's architecture with shorter batches, so a 40-step run takes seconds.
 std::string small_args(const std::string& out_dir) {
