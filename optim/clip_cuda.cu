@@ -31,6 +31,21 @@ struct ScaleHeader {
 using StatsList = cuda::TensorList<NoHeader, GradEntry>;
 using ScaleList = cuda::TensorList<ScaleHeader, GradEntry>;
 
+// The block's sums of a and b over its kThreads threads, in squares[0] and nonfinite[0]: a tree in
+// a fixed order, so the result does not depend on scheduling.
+__device__ void block_sum_pair(double a, double b, double* squares, double* nonfinite) {
+  squares[threadIdx.x] = a;
+  nonfinite[threadIdx.x] = b;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      squares[threadIdx.x] += squares[threadIdx.x + stride];
+      nonfinite[threadIdx.x] += nonfinite[threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+}
+
 // partial (kBlocks, 2) for this launch: per block [sum of x^2 over its elements, count of non-finite].
 __global__ void grad_stats_kernel(StatsList list, double* partial) {
   __shared__ double squares[kThreads];
@@ -46,16 +61,7 @@ __global__ void grad_stats_kernel(StatsList list, double* partial) {
       b += isfinite(x) ? 0.0 : 1.0;
     }
   }
-  squares[threadIdx.x] = a;
-  nonfinite[threadIdx.x] = b;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      squares[threadIdx.x] += squares[threadIdx.x + stride];
-      nonfinite[threadIdx.x] += nonfinite[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
+  block_sum_pair(a, b, squares, nonfinite);
   if (threadIdx.x == 0) {
     partial[2 * blockIdx.x] = squares[0];
     partial[2 * blockIdx.x + 1] = nonfinite[0];
@@ -71,16 +77,7 @@ __global__ void sum_partials_kernel(const double* partial, int64_t count, double
     a += partial[2 * i];
     b += partial[2 * i + 1];
   }
-  squares[threadIdx.x] = a;
-  nonfinite[threadIdx.x] = b;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      squares[threadIdx.x] += squares[threadIdx.x + stride];
-      nonfinite[threadIdx.x] += nonfinite[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
+  block_sum_pair(a, b, squares, nonfinite);
   if (threadIdx.x == 0) {
     stats[0] = squares[0];
     stats[1] = nonfinite[0];

@@ -21,6 +21,8 @@ namespace {
 using test::run_tstl;
 using test::RunResult;
 using test::ScratchDir;
+using test::metric_field;
+using test::metric_lines;
 
 const std::string kSource = TSTL_SOURCE_DIR;
 
@@ -33,28 +35,6 @@ std::string tiny_args(const std::string& out_dir, const std::string& precision, 
          " --train.precision " + precision + " --train.max_steps " + std::to_string(steps) +
          " --train.grad_accum 2 --train.batch_size 4 --train.eval_every 10 --train.eval_batches 2"
          " --train.save_every 1000 --train.threads 2 --train.peak_flops 1e11";
-}
-
-std::vector<std::string> metric_lines(const std::string& run_dir) {
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// The text of one field of each metrics line ("" where a line lacks it).
-std::vector<std::string> field(const std::string& run_dir, const std::string& key) {
-  std::vector<std::string> out;
-  for (const std::string& line : metric_lines(run_dir)) {
-    const size_t at = line.find("\"" + key + "\":");
-    if (at == std::string::npos) {
-      out.emplace_back();
-      continue;
-    }
-    const size_t begin = at + key.size() + 3;
-    out.push_back(line.substr(begin, line.find_first_of(",}", begin) - begin));
-  }
-  return out;
 }
 
 std::vector<double> numbers(const std::vector<std::string>& texts) {
@@ -90,13 +70,13 @@ TEST(MixedPrecision, Bf16CpuLossesTrackTheF32RunAndTheLogSaysThePrecision) {
   ASSERT_EQ(full.exit_code, 0) << full.output;
   EXPECT_NE(low.output.find("device: cpu; precision bf16: f32 master weights"), std::string::npos) << low.output;
   EXPECT_NE(full.output.find("device: cpu; precision f32"), std::string::npos) << full.output;
-  EXPECT_EQ(field(dir / "bf16", "precision"), std::vector<std::string>(40, "\"bf16\""));
-  EXPECT_EQ(field(dir / "f32", "precision"), std::vector<std::string>(40, "\"f32\""));
+  EXPECT_EQ(metric_field(dir / "bf16", "precision"), std::vector<std::string>(40, "\"bf16\""));
+  EXPECT_EQ(metric_field(dir / "f32", "precision"), std::vector<std::string>(40, "\"f32\""));
   std::ifstream saved(dir / "f32" + "/config.cfg");
   std::string config((std::istreambuf_iterator<char>(saved)), std::istreambuf_iterator<char>());
   EXPECT_NE(config.find("precision = f32"), std::string::npos) << "auto is written back as what ran:\n" << config;
 
-  const std::vector<double> a = numbers(field(dir / "bf16", "loss")), b = numbers(field(dir / "f32", "loss"));
+  const std::vector<double> a = numbers(metric_field(dir / "bf16", "loss")), b = numbers(metric_field(dir / "f32", "loss"));
   ASSERT_EQ(a.size(), 40u);
   ASSERT_EQ(b.size(), 40u);
   double worst = 0;
@@ -105,7 +85,7 @@ TEST(MixedPrecision, Bf16CpuLossesTrackTheF32RunAndTheLogSaysThePrecision) {
   EXPECT_GT(worst, 0.0) << "bf16 rounding must change some loss";
   EXPECT_LT(a.back(), a.front() - 1.0);
   EXPECT_LT(b.back(), b.front() - 1.0);
-  EXPECT_NEAR(std::stod(field(dir / "bf16", "val_loss").back()), std::stod(field(dir / "f32", "val_loss").back()), 0.01);
+  EXPECT_NEAR(std::stod(metric_field(dir / "bf16", "val_loss").back()), std::stod(metric_field(dir / "f32", "val_loss").back()), 0.01);
 }
 
 // The same config and seed give the same bits in bf16 too; a run stopped at step 5 and resumed
@@ -116,16 +96,16 @@ TEST(MixedPrecision, Bf16IsBitwiseReproducibleResumesBitForBitAndCheckpointsStay
   const std::string straight = dir / "straight", again = dir / "again", split = dir / "split";
   ASSERT_EQ(run_tstl(tiny_args(straight, "bf16", 10)).exit_code, 0);
   ASSERT_EQ(run_tstl(tiny_args(again, "bf16", 10)).exit_code, 0);
-  EXPECT_EQ(field(again, "loss"), field(straight, "loss"));
-  EXPECT_EQ(field(again, "grad_norm"), field(straight, "grad_norm"));
+  EXPECT_EQ(metric_field(again, "loss"), metric_field(straight, "loss"));
+  EXPECT_EQ(metric_field(again, "grad_norm"), metric_field(straight, "grad_norm"));
   const RunResult first = run_tstl(tiny_args(split, "bf16", 10) + " --train.stop_at 5");
   ASSERT_EQ(first.exit_code, 0) << first.output;
   ASSERT_EQ(metric_lines(split).size(), 5u);
   for (const auto& [name, p] : load_checkpoint(split + "/checkpoints/step_00000005.h5").parameters)
     ASSERT_EQ(p.dtype(), DType::F32) << name;
   ASSERT_EQ(run_tstl(tiny_args(split, "bf16", 10)).exit_code, 0);
-  EXPECT_EQ(field(split, "loss"), field(straight, "loss"));
-  EXPECT_EQ(field(split, "val_loss"), field(straight, "val_loss"));
+  EXPECT_EQ(metric_field(split, "loss"), metric_field(straight, "loss"));
+  EXPECT_EQ(metric_field(split, "val_loss"), metric_field(straight, "val_loss"));
   expect_same_checkpoints(straight + "/checkpoints/step_00000010.h5", split + "/checkpoints/step_00000010.h5");
   // Evaluation reads a bf16 run's checkpoint as any other.
   const RunResult eval = run_tstl("eval ppl --checkpoint " + split + "/checkpoints/step_00000010.h5 --data " +
@@ -136,7 +116,7 @@ TEST(MixedPrecision, Bf16IsBitwiseReproducibleResumesBitForBitAndCheckpointsStay
   const RunResult cross = run_tstl(tiny_args(split, "f32", 12));
   ASSERT_EQ(cross.exit_code, 0) << cross.output;
   EXPECT_NE(cross.output.find("train.precision changed: bf16 -> f32"), std::string::npos) << cross.output;
-  EXPECT_EQ(field(split, "precision").back(), "\"f32\"");
+  EXPECT_EQ(metric_field(split, "precision").back(), "\"f32\"");
 }
 
 TEST(MixedPrecision, ABadPrecisionIsRefusedNamingTheKeyAndTheChoices) {

@@ -31,6 +31,8 @@ namespace {
 using test::run_tstl;
 using test::RunResult;
 using test::ScratchDir;
+using test::metric_field;
+using test::metric_lines;
 
 const std::string kSource = TSTL_SOURCE_DIR;
 
@@ -44,34 +46,12 @@ std::string small_args(const std::string& out_dir) {
          " --train.peak_flops 1e11 --optim.warmup_steps 4";
 }
 
-std::vector<std::string> metric_lines(const std::string& run_dir) {
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
 // The loss field of each metrics line, as its exact text (the shortest round-trip form).
 std::vector<std::string> losses(const std::string& run_dir) {
   std::vector<std::string> out;
   for (const std::string& line : metric_lines(run_dir)) {
     const size_t at = line.find("\"loss\":");
     out.push_back(line.substr(at + 7, line.find(',', at) - at - 7));
-  }
-  return out;
-}
-
-// The text of one field of each metrics line ("" where a line lacks it).
-std::vector<std::string> metric_field(const std::string& run_dir, const std::string& key) {
-  std::vector<std::string> out;
-  for (const std::string& line : metric_lines(run_dir)) {
-    const size_t at = line.find("\"" + key + "\":");
-    if (at == std::string::npos) {
-      out.emplace_back();
-      continue;
-    }
-    const size_t begin = at + key.size() + 3;
-    out.push_back(line.substr(begin, line.find_first_of(",}", begin) - begin));
   }
   return out;
 }
